@@ -1,0 +1,88 @@
+"""Typed application config: the YAML's ``args`` are validated into these before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipelines.video_config import StrictModel, VideoModelConfig
+
+
+class JobStoreConfig(StrictModel):
+    backend: Literal["sqlite"] = Field(default="sqlite", description="Where job records live.")
+    sqlite_path: str = Field(default="var/jobs.sqlite3", description="SQLite file (local profile).")
+    results_dir: str = Field(default="var/results", description="Folder for finished MP4/PNG files.")
+
+
+class AutoscalingConfig(StrictModel):
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    target_ongoing_requests: float = Field(default=1.0, gt=0)
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+
+
+class DeploymentOptions(StrictModel):
+    """Ray options of one deployment; applied only in ``deployments.builder``."""
+
+    num_replicas: int = Field(default=1, ge=1, description="Ignored when `autoscaling` is set.")
+    autoscaling: AutoscalingConfig | None = None
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0, le=8)
+    memory_gb: float | None = Field(default=None, gt=0, description="Ray memory reservation per replica.")
+    max_ongoing_requests: int = Field(default=1, ge=1)
+    max_queued_requests: int = Field(default=-1, ge=-1, description="-1: unbounded.")
+    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_timeout_s: float = Field(default=30.0, gt=0)
+    graceful_shutdown_timeout_s: float = Field(default=20.0, ge=0)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replicas.")
+
+
+class ExportConfig(StrictModel):
+    crf: int = Field(default=18, ge=0, le=51, description="x264 quality: lower is better and larger.")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
+
+
+class VideoGeneratorConfig(StrictModel):
+    model: VideoModelConfig
+    export: ExportConfig = ExportConfig()
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=1.0, max_ongoing_requests=1)
+
+
+class IngressConfig(StrictModel):
+    max_upload_mb: float = Field(default=50.0, gt=0, le=200)
+    max_image_megapixels: float = Field(default=40.0, gt=0, le=100)
+    deployment: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=100)
+
+
+class AppConfig(StrictModel):
+    job_store: JobStoreConfig = JobStoreConfig()
+    ingress: IngressConfig = IngressConfig()
+    video_generator: VideoGeneratorConfig
+
+    def with_absolute_paths(self, base: Path) -> AppConfig:
+        """Resolve relative paths against ``base`` once, before replicas start elsewhere."""
+
+        def absolute(value: str | None) -> str | None:
+            return None if value is None else str((base / value).resolve()) if not Path(value).is_absolute() else value
+
+        model = self.video_generator.model
+        model = model.model_copy(
+            update={
+                "path": absolute(model.path),
+                "experts_path": absolute(model.experts_path),
+                "lora": model.lora.model_copy(update={"path": absolute(model.lora.path)}) if model.lora else None,
+            }
+        )
+        store = self.job_store.model_copy(
+            update={"sqlite_path": absolute(self.job_store.sqlite_path), "results_dir": absolute(self.job_store.results_dir)}
+        )
+        video = self.video_generator.model_copy(update={"model": model})
+        return self.model_copy(update={"job_store": store, "video_generator": video})
+
+
+def load_app_config(args: dict[str, Any]) -> AppConfig:
+    return AppConfig.model_validate(args)

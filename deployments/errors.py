@@ -1,0 +1,27 @@
+"""Errors raised by the serving layer itself (the pipelines' errors live in ``pipelines.errors``)."""
+
+from __future__ import annotations
+
+from pipelines.errors import VividFlowError
+
+
+class JobNotFoundError(VividFlowError):
+    kind = "job_not_found"
+
+
+class JobStateError(VividFlowError):
+    """The job exists but is in the wrong state for the request (for example no result yet)."""
+
+    kind = "job_state_conflict"
+
+
+class ServiceOverloadedError(VividFlowError):
+    kind = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
+
+
+class ServiceNotReadyError(VividFlowError):
+    kind = "not_ready"

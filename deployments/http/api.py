@@ -1,0 +1,29 @@
+"""The FastAPI application of the ingress, assembled from per-feature routers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from deployments.errors import ServiceNotReadyError
+from deployments.http.errors import install_error_handlers
+from deployments.http.job_routes import job_router
+from deployments.http.services import ApiServices
+from deployments.http.video_routes import video_router
+
+
+def create_api(services: ApiServices) -> FastAPI:
+    app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        try:
+            await run_in_threadpool(services.store.ping)
+        except Exception as exc:
+            raise ServiceNotReadyError("the job store cannot be reached") from exc
+        return {"status": "ok"}
+
+    app.include_router(video_router(services))
+    app.include_router(job_router(services))
+    return app

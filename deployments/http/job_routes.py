@@ -1,0 +1,70 @@
+"""``/v1/jobs``: status, result download, cancellation and a Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from deployments.errors import JobStateError
+from deployments.http.services import ApiServices
+
+EVENT_POLL_S = 0.25
+KEEPALIVE_S = 15.0
+
+
+def job_router(services: ApiServices) -> APIRouter:
+    router = APIRouter()
+    store = services.store
+
+    @router.get("/v1/jobs/{job_id}")
+    async def get_job(job_id: str) -> dict:
+        return (await run_in_threadpool(store.get, job_id)).public()
+
+    @router.get("/v1/jobs/{job_id}/result")
+    async def get_result(job_id: str) -> FileResponse:
+        job = await run_in_threadpool(store.get, job_id)
+        if job.status != "succeeded":
+            hint = "poll GET /v1/jobs/{id} until it has succeeded" if not job.is_final else "it will never have one"
+            raise JobStateError(f"job {job_id} is {job.status} and has no result; {hint}", field="job_id")
+        path = Path(job.result["path"])
+        if not path.exists():
+            raise JobStateError(f"the result of job {job_id} is no longer stored", field="job_id")
+        extension = path.suffix
+        return FileResponse(path, media_type=job.result["content_type"], filename=f"{job_id}{extension}")
+
+    @router.post("/v1/jobs/{job_id}/cancel")
+    async def cancel_job(job_id: str) -> dict:
+        return (await run_in_threadpool(store.request_cancel, job_id)).public()
+
+    @router.get("/v1/jobs/{job_id}/events")
+    async def job_events(job_id: str, request: Request) -> StreamingResponse:
+        first = await run_in_threadpool(store.get, job_id)  # 404 before the stream starts
+
+        async def stream():
+            job, last_sent, last_write = first, None, time.monotonic()
+            while True:
+                snapshot = job.public()
+                state = (snapshot["status"], snapshot["step"], snapshot["cancel_requested"])
+                if state != last_sent:
+                    event = snapshot["status"] if job.is_final else "progress"
+                    yield f"event: {event}\ndata: {json.dumps(snapshot)}\n\n"
+                    last_sent, last_write = state, time.monotonic()
+                if job.is_final or await request.is_disconnected():
+                    return
+                if time.monotonic() - last_write > KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                    last_write = time.monotonic()
+                await asyncio.sleep(EVENT_POLL_S)
+                job = await run_in_threadpool(store.get, job_id)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    return router

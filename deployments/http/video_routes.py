@@ -1,0 +1,71 @@
+"""``/v1/videos``: the resolution plan and image-to-video jobs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from deployments.http.forms import draw_seed, float_field, int_field, read_form, read_image_bytes, text_field
+from deployments.http.services import ApiServices
+from pipelines.images import decode_image
+from pipelines.video_plan import plan_video
+from pipelines.video_request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, VideoRequest, validate_video_params
+
+PLAN_FIELDS = frozenset({"image", "duration_s"})
+VIDEO_FIELDS = frozenset(
+    {"image", "prompt", "negative_prompt", "duration_s", "steps", "guidance_scale", "guidance_scale_2", "seed"}
+)
+DEFAULT_DURATION_S = 3.0
+
+
+def video_router(services: ApiServices) -> APIRouter:
+    router = APIRouter()
+
+    async def decoded_image(form):
+        data = await read_image_bytes(form)
+        return await run_in_threadpool(
+            decode_image, data, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels
+        )
+
+    @router.post("/v1/videos/plan")
+    async def plan(request: Request) -> dict:
+        form = await read_form(request, PLAN_FIELDS, max_upload_bytes=services.max_upload_bytes)
+        duration_s = float_field(form, "duration_s", DEFAULT_DURATION_S)
+        validate_video_params(
+            prompt="", negative_prompt="", duration_s=duration_s, steps=4, guidance_scale=1.0, guidance_scale_2=1.0, seed=0
+        )
+        image = await decoded_image(form)
+        return plan_video(image.width, image.height, duration_s).as_dict()
+
+    @router.post("/v1/videos", status_code=202)
+    async def create_video(request: Request) -> JSONResponse:
+        form = await read_form(request, VIDEO_FIELDS, max_upload_bytes=services.max_upload_bytes)
+        params = {
+            "prompt": text_field(form, "prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+            "negative_prompt": text_field(form, "negative_prompt", DEFAULT_NEGATIVE_PROMPT),
+            "duration_s": float_field(form, "duration_s", DEFAULT_DURATION_S),
+            "steps": int_field(form, "steps", 4),
+            "guidance_scale": float_field(form, "guidance_scale", 1.0),
+            "guidance_scale_2": float_field(form, "guidance_scale_2", 1.0),
+            "seed": int_field(form, "seed", None),
+        }
+        if params["seed"] is None:
+            params["seed"] = draw_seed()
+        validate_video_params(**params)
+        image = await decoded_image(form)
+        video_request = VideoRequest(image=image, **params)
+        plan = plan_video(image.width, image.height, params["duration_s"])
+        params.update(
+            width=plan.width,
+            height=plan.height,
+            frames=plan.frames,
+            fps=plan.fps,
+            input_width=image.width,
+            input_height=image.height,
+        )
+        job = await run_in_threadpool(services.store.create, "video", params)
+        await services.video.submit(job.id, video_request)
+        return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    return router

@@ -1,0 +1,26 @@
+"""``Ingress``: the HTTP entry point. Validates, persists the job, dispatches it, answers at once."""
+
+from __future__ import annotations
+
+import logging
+
+from ray import serve
+
+from deployments.config import IngressConfig, JobStoreConfig
+from deployments.dispatch import RayVideoDispatcher
+from deployments.http.api import create_api
+from deployments.http.services import ApiServices
+from deployments.stores import open_job_store
+
+
+@serve.ingress()
+class Ingress:
+    def __init__(self, settings: IngressConfig, store_config: JobStoreConfig, video_generator) -> None:
+        logging.basicConfig(level=logging.INFO)
+        store = open_job_store(store_config)
+        self.services = ApiServices(
+            store=store, video=RayVideoDispatcher(video_generator, store), settings=settings
+        )
+
+    def __serve_build_asgi_app__(self):
+        return create_api(self.services)

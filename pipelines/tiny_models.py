@@ -1,0 +1,158 @@
+"""Tiny random-weight models with the production architectures, built offline.
+
+The service, its tests and a new user's first run all use these: the same diffusers/transformers
+classes as the real checkpoints, saved in the same folder layout, read back by the same loaders.
+Building is seeded, so two builds produce identical weights, and takes a few seconds on a CPU.
+
+    python -m pipelines.tiny_models --out .cache/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_WAN_I2V = "tiny-wan2.2-i2v"
+BUILD_MARKER = "vividflow-tiny.json"
+BUILDER_VERSION = 1
+
+# Words the tiny tokenizer knows as whole pieces; everything else falls back to characters.
+_WORDS = (
+    "a the and of with in on to slowly gently camera pan zoom tilt orbit push pull wind hair light "
+    "smile turn head eyes look water waves clouds sky trees leaves flowers walk run dance spin rotate "
+    "product dog cat bird city night sun sunset rain snow smoke fire glow motion cinematic soft "
+    "dramatic blur static low quality worst jpeg artifacts"
+).split()
+
+
+def _tiny_tokenizer():
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"\u2581{word}", -2.0 - i * 0.01) for i, word in enumerate(_WORDS)]
+    pieces += [(ch, -8.0) for ch in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"]
+    pieces += [("\u2581", -6.0)]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def build_wan_i2v(out_dir: Path, seed: int = 0) -> Path:
+    """Build a two-expert Wan2.2-I2V-style pipeline (``boundary_ratio`` 0.9) into ``out_dir``."""
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanImageToVideoPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tiny_tokenizer()
+    text_dim = 32
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    ).eval()
+
+    def expert() -> WanTransformer3DModel:
+        # Same shape of model as Wan2.2-I2V-A14B (36 input channels: noise + mask + image latents,
+        # RMS norm across heads, cross-attention norm, no image-encoder input), a million times smaller.
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=16,
+            in_channels=36,
+            out_channels=16,
+            text_dim=text_dim,
+            freq_dim=32,
+            ffn_dim=64,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            eps=1e-6,
+            image_dim=None,
+            rope_max_seq_len=1024,
+        ).eval()
+
+    transformer, transformer_2 = expert(), expert()
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=5.0
+    )
+    pipe = WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=0.9,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return out_dir
+
+
+_BUILDERS = {TINY_WAN_I2V: build_wan_i2v}
+
+
+def ensure_tiny_model(name: str, target: Path, seed: int = 0) -> Path:
+    """Return ``target``, building tiny model ``name`` there first if it is missing or outdated.
+
+    Builds go to a temporary folder that is renamed into place, so replicas racing to build the same
+    model never read a half-written folder.
+    """
+    target = Path(target)
+    marker = target / BUILD_MARKER
+    if marker.exists() and json.loads(marker.read_text()).get("version") == BUILDER_VERSION:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        _BUILDERS[name](staging, seed=seed)
+        (staging / BUILD_MARKER).write_text(json.dumps({"version": BUILDER_VERSION, "seed": seed}))
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / BUILD_MARKER).exists():  # another process won the race only if it finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build the tiny offline models the local profile runs on.")
+    parser.add_argument("--out", type=Path, default=Path(".cache/models"), help="folder to build into")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    args = parser.parse_args(argv)
+    for name in _BUILDERS:
+        if args.force:
+            shutil.rmtree(args.out / name, ignore_errors=True)
+        print(f"{name}: {ensure_tiny_model(name, args.out / name, seed=args.seed)}")
+
+
+if __name__ == "__main__":
+    main()
