@@ -11,8 +11,16 @@ from pipelines.video_config import StrictModel, VideoModelConfig
 
 
 class JobStoreConfig(StrictModel):
-    backend: Literal["sqlite"] = Field(default="sqlite", description="Where job records live.")
+    backend: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Where job records live: one SQLite file (one machine) or Redis (clusters)."
+    )
     sqlite_path: str = Field(default="var/jobs.sqlite3", description="SQLite file (local profile).")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis server of the `redis` backend (redis:// or rediss://)."
+    )
+    finished_job_ttl_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="`redis` backend: seconds a finished job is kept before it expires."
+    )
     results_dir: str = Field(default="var/results", description="Folder for finished MP4/PNG files.")
 
 
@@ -67,7 +75,9 @@ class AppConfig(StrictModel):
         """Resolve relative paths against ``base`` once, before replicas start elsewhere."""
 
         def absolute(value: str | None) -> str | None:
-            return None if value is None else str((base / value).resolve()) if not Path(value).is_absolute() else value
+            if value is None or Path(value).is_absolute():
+                return value
+            return str((base / value).resolve())
 
         model = self.video_generator.model
         model = model.model_copy(
@@ -78,7 +88,10 @@ class AppConfig(StrictModel):
             }
         )
         store = self.job_store.model_copy(
-            update={"sqlite_path": absolute(self.job_store.sqlite_path), "results_dir": absolute(self.job_store.results_dir)}
+            update={
+                "sqlite_path": absolute(self.job_store.sqlite_path),
+                "results_dir": absolute(self.job_store.results_dir),
+            }
         )
         video = self.video_generator.model_copy(update={"model": model})
         return self.model_copy(update={"job_store": store, "video_generator": video})

@@ -18,9 +18,7 @@ class Ingress:
     def __init__(self, settings: IngressConfig, store_config: JobStoreConfig, video_generator) -> None:
         logging.basicConfig(level=logging.INFO)
         store = open_job_store(store_config)
-        self.services = ApiServices(
-            store=store, video=RayVideoDispatcher(video_generator, store), settings=settings
-        )
+        self.services = ApiServices(store=store, video=RayVideoDispatcher(video_generator, store), settings=settings)
 
     def __serve_build_asgi_app__(self):
         return create_api(self.services)

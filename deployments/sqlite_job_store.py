@@ -91,10 +91,13 @@ class SQLiteJobStore:
         )
 
     def start(self, job_id: str, worker: str, total_steps: int) -> bool:
-        return 1 == self._execute(
-            "UPDATE jobs SET status='running', started_at=?, worker=?, total_steps=? "
-            "WHERE id=? AND status='queued' AND cancel_requested=0",
-            (time.time(), worker, total_steps, job_id),
+        return (
+            self._execute(
+                "UPDATE jobs SET status='running', started_at=?, worker=?, total_steps=? "
+                "WHERE id=? AND status='queued' AND cancel_requested=0",
+                (time.time(), worker, total_steps, job_id),
+            )
+            == 1
         )
 
     def report_progress(self, job_id: str, step: int, total_steps: int) -> None:
@@ -104,23 +107,33 @@ class SQLiteJobStore:
         )
 
     def succeed(self, job_id: str, result: dict, timings: dict) -> bool:
-        return 1 == self._execute(
-            "UPDATE jobs SET status='succeeded', progress=1, step=total_steps, finished_at=?, result=?, timings=? "
-            "WHERE id=? AND status='running'",
-            (time.time(), json.dumps(result), json.dumps(timings), job_id),
+        return (
+            self._execute(
+                "UPDATE jobs SET status='succeeded', progress=1, step=total_steps, finished_at=?, result=?, timings=? "
+                "WHERE id=? AND status='running'",
+                (time.time(), json.dumps(result), json.dumps(timings), job_id),
+            )
+            == 1
         )
 
     def fail(self, job_id: str, error_type: str, message: str) -> bool:
-        return 1 == self._execute(
-            "UPDATE jobs SET status='failed', finished_at=?, error=? WHERE id=? AND status IN ('queued', 'running')",
-            (time.time(), json.dumps({"type": error_type, "message": message}), job_id),
+        return (
+            self._execute(
+                "UPDATE jobs SET status='failed', finished_at=?, error=? "
+                "WHERE id=? AND status IN ('queued', 'running')",
+                (time.time(), json.dumps({"type": error_type, "message": message}), job_id),
+            )
+            == 1
         )
 
     def mark_cancelled(self, job_id: str) -> bool:
-        return 1 == self._execute(
-            "UPDATE jobs SET status='cancelled', finished_at=?, cancel_requested=1 "
-            "WHERE id=? AND status IN ('queued', 'running')",
-            (time.time(), job_id),
+        return (
+            self._execute(
+                "UPDATE jobs SET status='cancelled', finished_at=?, cancel_requested=1 "
+                "WHERE id=? AND status IN ('queued', 'running')",
+                (time.time(), job_id),
+            )
+            == 1
         )
 
     def request_cancel(self, job_id: str) -> Job:

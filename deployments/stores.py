@@ -12,6 +12,10 @@ def open_job_store(config: JobStoreConfig) -> JobStore:
         from deployments.sqlite_job_store import SQLiteJobStore
 
         return SQLiteJobStore(config.sqlite_path)
+    if config.backend == "redis":
+        from deployments.redis_job_store import RedisJobStore
+
+        return RedisJobStore(config.redis_url, finished_job_ttl_s=config.finished_job_ttl_s)
     raise ValueError(f"unknown job store backend {config.backend!r}")
 
 

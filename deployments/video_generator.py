@@ -73,7 +73,9 @@ class VideoGenerator:
             self.store.fail(job_id, exc.kind, exc.message)
         except Exception:
             log.exception("job %s failed", job_id)
-            self.store.fail(job_id, "internal_error", f"rendering failed unexpectedly; the replica log has details (job {job_id})")
+            self.store.fail(
+                job_id, "internal_error", f"rendering failed unexpectedly; the replica log has details (job {job_id})"
+            )
         return self.store.get(job_id).status
 
     def check_health(self) -> None:

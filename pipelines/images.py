@@ -81,9 +81,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("LA", "La", "PA"):
-        image = image.convert("RGBA")
-    elif mode == "RGBa":
+    elif mode in ("LA", "La", "PA") or mode == "RGBa":
         image = image.convert("RGBA")
     if image.mode == "RGBA":
         background = Image.new("RGB", image.size, FLATTEN_COLOUR)

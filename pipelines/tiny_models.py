@@ -23,12 +23,69 @@ BUILD_MARKER = "vividflow-tiny.json"
 BUILDER_VERSION = 1
 
 # Words the tiny tokenizer knows as whole pieces; everything else falls back to characters.
-_WORDS = (
-    "a the and of with in on to slowly gently camera pan zoom tilt orbit push pull wind hair light "
-    "smile turn head eyes look water waves clouds sky trees leaves flowers walk run dance spin rotate "
-    "product dog cat bird city night sun sunset rain snow smoke fire glow motion cinematic soft "
-    "dramatic blur static low quality worst jpeg artifacts"
-).split()
+_WORDS = [
+    "a",
+    "the",
+    "and",
+    "of",
+    "with",
+    "in",
+    "on",
+    "to",
+    "slowly",
+    "gently",
+    "camera",
+    "pan",
+    "zoom",
+    "tilt",
+    "orbit",
+    "push",
+    "pull",
+    "wind",
+    "hair",
+    "light",
+    "smile",
+    "turn",
+    "head",
+    "eyes",
+    "look",
+    "water",
+    "waves",
+    "clouds",
+    "sky",
+    "trees",
+    "leaves",
+    "flowers",
+    "walk",
+    "run",
+    "dance",
+    "spin",
+    "rotate",
+    "product",
+    "dog",
+    "cat",
+    "bird",
+    "city",
+    "night",
+    "sun",
+    "sunset",
+    "rain",
+    "snow",
+    "smoke",
+    "fire",
+    "glow",
+    "motion",
+    "cinematic",
+    "soft",
+    "dramatic",
+    "blur",
+    "static",
+    "low",
+    "quality",
+    "worst",
+    "jpeg",
+    "artifacts",
+]
 
 
 def _tiny_tokenizer():

@@ -40,7 +40,9 @@ class VideoRequest:
             seed=self.seed,
         )
         if not isinstance(self.image, Image.Image) or self.image.mode != "RGB":
-            raise InvalidInputError("the image must be an RGB picture (decode uploads with decode_image)", field="image")
+            raise InvalidInputError(
+                "the image must be an RGB picture (decode uploads with decode_image)", field="image"
+            )
 
 
 def validate_video_params(
@@ -58,16 +60,16 @@ def validate_video_params(
         if not isinstance(text, str):
             raise InvalidInputError(f"{name} must be text", field=name)
         if len(text) > MAX_PROMPT_CHARS:
-            raise InvalidInputError(
-                f"{name} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}", field=name
-            )
+            raise InvalidInputError(f"{name} is {len(text)} characters; the limit is {MAX_PROMPT_CHARS}", field=name)
     if not _finite(duration_s) or not MIN_DURATION_S <= duration_s <= MAX_DURATION_S:
         raise InvalidInputError(
             f"duration_s must be between {MIN_DURATION_S} and {MAX_DURATION_S} seconds, got {duration_s}",
             field="duration_s",
         )
     if isinstance(steps, bool) or not isinstance(steps, int) or not MIN_STEPS <= steps <= MAX_STEPS:
-        raise InvalidInputError(f"steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}, got {steps}", field="steps")
+        raise InvalidInputError(
+            f"steps must be a whole number from {MIN_STEPS} to {MAX_STEPS}, got {steps}", field="steps"
+        )
     for name, value in (("guidance_scale", guidance_scale), ("guidance_scale_2", guidance_scale_2)):
         if not _finite(value) or not MIN_GUIDANCE <= value <= MAX_GUIDANCE:
             raise InvalidInputError(

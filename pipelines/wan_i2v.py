@@ -146,9 +146,7 @@ class WanImageToVideo:
 
         frames = self._decode(latents)
         timings["vae_decode"] = clock.lap()
-        return VideoResult(
-            frames=frames, fps=plan.fps, seed=request.seed, timings_s=timings, experts_per_step=experts
-        )
+        return VideoResult(frames=frames, fps=plan.fps, seed=request.seed, timings_s=timings, experts_per_step=experts)
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         vae = self.pipe.vae

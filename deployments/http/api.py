@@ -8,7 +8,9 @@ from starlette.concurrency import run_in_threadpool
 from deployments.errors import ServiceNotReadyError
 from deployments.http.errors import install_error_handlers
 from deployments.http.job_routes import job_router
+from deployments.http.scene_routes import scene_template_router
 from deployments.http.services import ApiServices
+from deployments.http.template_routes import template_router
 from deployments.http.video_routes import video_router
 
 
@@ -26,4 +28,6 @@ def create_api(services: ApiServices) -> FastAPI:
 
     app.include_router(video_router(services))
     app.include_router(job_router(services))
+    app.include_router(template_router())
+    app.include_router(scene_template_router())
     return app

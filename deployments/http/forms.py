@@ -17,11 +17,14 @@ async def read_form(request: Request, allowed: frozenset[str], *, max_upload_byt
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidInputError(
-            f"send the request as multipart/form-data with the image in the `image` field (got {content_type or 'no content type'!r})"
+            "send the request as multipart/form-data with the image in the `image` field "
+            f"(got {content_type or 'no content type'!r})"
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_upload_bytes + 1_000_000:
-        raise InputTooLargeError(f"the request is {int(declared) / 1e6:.1f} MB; the limit is {max_upload_bytes / 1e6:.0f} MB")
+        raise InputTooLargeError(
+            f"the request is {int(declared) / 1e6:.1f} MB; the limit is {max_upload_bytes / 1e6:.0f} MB"
+        )
     try:
         form = await request.form(max_files=2, max_fields=40, max_part_size=max_upload_bytes)
     except Exception as exc:  # starlette raises MultiPartException / HTTPException for malformed bodies
@@ -29,11 +32,11 @@ async def read_form(request: Request, allowed: frozenset[str], *, max_upload_byt
         raise InvalidInputError(f"the multipart body could not be parsed: {detail}") from exc
     unknown = sorted(set(form.keys()) - allowed)
     if unknown:
+        plural = "s" if len(unknown) > 1 else ""
         raise InvalidInputError(
-            f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-            field=unknown[0],
+            f"unknown field{plural} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", field=unknown[0]
         )
-    for key in form.keys():
+    for key in form:
         if len(form.getlist(key)) > 1:
             raise InvalidInputError(f"field {key} was sent more than once", field=key)
     return form

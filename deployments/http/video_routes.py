@@ -9,12 +9,23 @@ from starlette.concurrency import run_in_threadpool
 from deployments.http.forms import draw_seed, float_field, int_field, read_form, read_image_bytes, text_field
 from deployments.http.services import ApiServices
 from pipelines.images import decode_image
+from pipelines.motion_templates import compose_prompt
 from pipelines.video_plan import plan_video
 from pipelines.video_request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, VideoRequest, validate_video_params
 
 PLAN_FIELDS = frozenset({"image", "duration_s"})
 VIDEO_FIELDS = frozenset(
-    {"image", "prompt", "negative_prompt", "duration_s", "steps", "guidance_scale", "guidance_scale_2", "seed"}
+    {
+        "image",
+        "prompt",
+        "negative_prompt",
+        "template_id",
+        "duration_s",
+        "steps",
+        "guidance_scale",
+        "guidance_scale_2",
+        "seed",
+    }
 )
 DEFAULT_DURATION_S = 3.0
 
@@ -33,7 +44,13 @@ def video_router(services: ApiServices) -> APIRouter:
         form = await read_form(request, PLAN_FIELDS, max_upload_bytes=services.max_upload_bytes)
         duration_s = float_field(form, "duration_s", DEFAULT_DURATION_S)
         validate_video_params(
-            prompt="", negative_prompt="", duration_s=duration_s, steps=4, guidance_scale=1.0, guidance_scale_2=1.0, seed=0
+            prompt="",
+            negative_prompt="",
+            duration_s=duration_s,
+            steps=4,
+            guidance_scale=1.0,
+            guidance_scale_2=1.0,
+            seed=0,
         )
         image = await decoded_image(form)
         return plan_video(image.width, image.height, duration_s).as_dict()
@@ -41,8 +58,11 @@ def video_router(services: ApiServices) -> APIRouter:
     @router.post("/v1/videos", status_code=202)
     async def create_video(request: Request) -> JSONResponse:
         form = await read_form(request, VIDEO_FIELDS, max_upload_bytes=services.max_upload_bytes)
+        template_id = text_field(form, "template_id") or None
+        user_prompt = text_field(form, "prompt")
         params = {
-            "prompt": text_field(form, "prompt", DEFAULT_PROMPT) or DEFAULT_PROMPT,
+            # a template's prompt comes first and the user's text extends it
+            "prompt": compose_prompt(template_id, user_prompt) or DEFAULT_PROMPT,
             "negative_prompt": text_field(form, "negative_prompt", DEFAULT_NEGATIVE_PROMPT),
             "duration_s": float_field(form, "duration_s", DEFAULT_DURATION_S),
             "steps": int_field(form, "steps", 4),
@@ -55,6 +75,7 @@ def video_router(services: ApiServices) -> APIRouter:
         validate_video_params(**params)
         image = await decoded_image(form)
         video_request = VideoRequest(image=image, **params)
+        params.update(template_id=template_id, user_prompt=user_prompt)
         plan = plan_video(image.width, image.height, params["duration_s"])
         params.update(
             width=plan.width,

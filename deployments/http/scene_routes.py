@@ -1,0 +1,22 @@
+"""``/v1/templates/scenes``: the curated background scene templates."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from pipelines.scene_templates import CATEGORIES, scene_templates
+
+
+def scene_template_router() -> APIRouter:
+    # Built once here so a broken YAML file fails at startup rather than on the first request.
+    body = {
+        "categories": list(CATEGORIES),
+        "templates": [template.model_dump() for template in scene_templates()],
+    }
+    router = APIRouter()
+
+    @router.get("/v1/templates/scenes")
+    async def list_scene_templates() -> dict:
+        return body
+
+    return router

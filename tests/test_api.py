@@ -1,0 +1,210 @@
+"""The HTTP contract through FastAPI's test client, with a real tiny pipeline and no Ray."""
+
+import json
+
+import pytest
+
+from pipelines.media import probe_video
+from pipelines.video_plan import output_size
+from tests.api_harness import api_client, final, wait_for
+from tests.images import encode, gradient_image
+from tests.test_images import _png_header_only
+
+pytestmark = pytest.mark.slow
+
+PHOTO = encode(gradient_image(640, 480), "JPEG")
+
+
+@pytest.fixture
+def client(tmp_path, wan_pipeline, video_model_config):
+    with api_client(tmp_path, wan_pipeline, video_model_config) as client:
+        yield client
+
+
+def _submit(client, image=PHOTO, **fields):
+    data = {key: str(value) for key, value in fields.items()}
+    return client.post("/v1/videos", files={"image": ("photo.jpg", image, "image/jpeg")}, data=data)
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("size", [(512, 512), (640, 480), (1280, 720), (1260, 540), (360, 640), (200, 600)])
+def test_plan_uses_the_resize_rule(client, size):
+    response = client.post(
+        "/v1/videos/plan", files={"image": ("a.png", encode(gradient_image(*size)))}, data={"duration_s": "3"}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    _, width, height = output_size(*size)
+    assert body["input"] == {"width": size[0], "height": size[1]}
+    assert body["output"] == {"width": width, "height": height}
+    assert (body["frames"], body["fps"], body["duration_s"]) == (49, 16, 3.0)
+
+
+def test_video_job_end_to_end(client):
+    response = _submit(client, duration_s=0.5, seed=11, prompt="slow zoom")
+    assert response.status_code == 202
+    job = response.json()
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["status"] == "queued" and job["kind"] == "video"
+    assert job["params"]["seed"] == 11 and job["params"]["frames"] == 9
+    assert (job["params"]["width"], job["params"]["height"]) == (832, 624)
+
+    done = wait_for(client, job["id"], final)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == 1.0 and done["step"] == done["total_steps"] == 4
+    assert done["result"] == {
+        "url": f"/v1/jobs/{job['id']}/result",
+        "content_type": "video/mp4",
+        "bytes": done["result"]["bytes"],
+    }
+    assert {"text_encode", "denoise_high_noise", "denoise_low_noise", "vae_decode", "export"} <= set(done["timings_s"])
+    for stamp in ("created_at", "started_at", "finished_at"):
+        assert done[stamp].endswith("Z")
+
+    result = client.get(done["result"]["url"])
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    info = _probe_bytes(result.content)
+    assert (info["codec"], info["fps"], info["frames"], info["width"], info["height"]) == ("h264", 16.0, 9, 832, 624)
+
+
+def _probe_bytes(data: bytes) -> dict:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as handle:
+        handle.write(data)
+        handle.flush()
+        return probe_video(handle.name)
+
+
+def test_seed_is_drawn_and_reported_when_omitted(client):
+    job = _submit(client, duration_s=0.5).json()
+    assert isinstance(job["params"]["seed"], int) and job["params"]["seed"] >= 0
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_result_is_409_until_succeeded_and_cancel_is_idempotent(client):
+    blocker = _submit(client, duration_s=0.5, steps=4).json()  # occupies the pipeline
+    queued = _submit(client, duration_s=0.5).json()
+    response = client.get(f"/v1/jobs/{queued['id']}/result")
+    assert response.status_code == 409 and "has no result" in response.json()["error"]["message"]
+
+    first = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    second = client.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert first.status_code == second.status_code == 200
+    assert wait_for(client, queued["id"], final)["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{queued['id']}/result").status_code == 409
+    assert wait_for(client, blocker["id"], final)["status"] == "succeeded"
+    # cancelling a finished job changes nothing
+    after = client.post(f"/v1/jobs/{blocker['id']}/cancel").json()
+    assert after["status"] == "succeeded"
+
+
+def test_cancel_stops_a_running_job_at_the_next_step(client):
+    job = _submit(client, duration_s=0.5, steps=12).json()
+    wait_for(client, job["id"], lambda j: j["status"] == "running" and j["step"] >= 1)
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    done = wait_for(client, job["id"], final)
+    assert done["status"] == "cancelled"
+    assert done["step"] < 12 and done["cancel_requested"] is True
+    assert done["result"] is None
+
+
+def test_events_stream_progress_then_the_final_state(client):
+    job = _submit(client, duration_s=0.5, steps=4).json()
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: ") :])))
+    names = [name for name, _ in events]
+    assert names[-1] == "succeeded" and set(names[:-1]) <= {"progress"}
+    progress = [body["progress"] for _, body in events]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+
+
+BAD_REQUESTS = {
+    "not an image": (400, {"image": ("a.txt", b"hello there", "text/plain")}, {}, "not an image"),
+    "truncated png": (400, {"image": ("a.png", encode(gradient_image(64, 48))[:150])}, {}, "truncated"),
+    "1x1 image": (400, {"image": ("a.png", encode(gradient_image(1, 1)))}, {}, "at least"),
+    "40+ megapixels": (413, {"image": ("a.png", _png_header_only(8000, 6000))}, {}, "megapixels"),
+    "empty upload": (400, {"image": ("a.png", b"")}, {}, "empty"),
+    "missing image": (400, {}, {"duration_s": "1"}, "missing"),
+    "duration too long": (400, {"image": ("a.jpg", PHOTO)}, {"duration_s": "9"}, "duration_s"),
+    "too few steps": (400, {"image": ("a.jpg", PHOTO)}, {"steps": "2"}, "steps"),
+    "non-numeric steps": (400, {"image": ("a.jpg", PHOTO)}, {"steps": "many"}, "whole number"),
+    "nan guidance": (400, {"image": ("a.jpg", PHOTO)}, {"guidance_scale": "nan"}, "finite"),
+    "negative seed": (400, {"image": ("a.jpg", PHOTO)}, {"seed": "-4"}, "seed"),
+    "unknown field": (400, {"image": ("a.jpg", PHOTO)}, {"fps": "30"}, "unknown field fps"),
+    "prompt too long": (400, {"image": ("a.jpg", PHOTO)}, {"prompt": "x" * 2001}, "2000"),
+    "image as text": (400, {}, {"image": "not a file"}, "file upload"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_video_requests_get_a_4xx_that_says_what_to_fix(client, case):
+    status, files, data, needle = BAD_REQUESTS[case]
+    response = client.post("/v1/videos", files=files or None, data=data)
+    if not files and not data:
+        response = client.post("/v1/videos", data={})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert needle in error["message"]
+    assert "Traceback" not in response.text
+    # nothing was queued for a refused request
+    assert client.get("/v1/jobs/does-not-exist").status_code == 404
+
+
+def test_json_body_instead_of_a_form_is_refused(client):
+    response = client.post("/v1/videos", json={"duration_s": 1})
+    assert response.status_code == 400
+    assert "multipart/form-data" in response.json()["error"]["message"]
+
+
+def test_unknown_job_and_route(client):
+    for method, path in [("get", "/v1/jobs/0123"), ("get", "/v1/jobs/0123/result"), ("post", "/v1/jobs/0123/cancel")]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 404 and response.json()["error"]["type"] == "job_not_found"
+    assert client.get("/v1/jobs/0123/events").status_code == 404
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404 and "no route" in response.json()["error"]["message"]
+
+
+def test_a_failing_render_ends_failed_not_running(tmp_path, video_model_config):
+    class BrokenPipeline:
+        def __call__(self, request, progress=None, should_cancel=None):
+            progress(1, 4)
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with api_client(tmp_path, BrokenPipeline(), video_model_config) as client:
+        job = _submit(client, duration_s=0.5).json()
+        done = wait_for(client, job["id"], final)
+    assert done["status"] == "failed"
+    assert done["error"]["type"] == "internal_error"
+    assert "CUDA" not in done["error"]["message"] and job["id"] in done["error"]["message"]
+
+
+def test_template_id_selects_a_prompt_and_the_user_prompt_extends_it(client):
+    from pipelines.motion_templates import get_motion_template
+
+    template = get_motion_template("portrait_subtle.soft_smile")
+    job = _submit(client, duration_s=0.5, template_id=template.id, prompt="golden hour light").json()
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert job["params"]["prompt"] == f"{template.prompt}, golden hour light"
+    assert job["params"]["template_id"] == template.id and job["params"]["user_prompt"] == "golden hour light"
+    response = _submit(client, template_id="no_such.template")
+    assert response.status_code == 400 and response.json()["error"]["field"] == "template_id"
+
+
+def test_template_listings(client):
+    motion = client.get("/v1/templates/motion").json()
+    assert len(motion["categories"]) == 8
+    scenes = client.get("/v1/templates/scenes").json()
+    assert len(scenes["templates"]) == 24
