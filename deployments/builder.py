@@ -5,7 +5,9 @@ from __future__ import annotations
 from ray import serve
 
 from deployments.config import AppConfig, DeploymentOptions
+from deployments.image_analyzer import ImageAnalyzerDeployment
 from deployments.ingress import Ingress
+from deployments.prompt_expander import PromptExpanderDeployment
 from deployments.video_generator import VideoGenerator
 
 
@@ -34,5 +36,15 @@ def build_application(config: AppConfig) -> serve.Application:
     video = serve.deployment(
         VideoGenerator, name="VideoGenerator", **ray_options(config.video_generator.deployment)
     ).bind(config.video_generator, config.job_store)
+    expander = None
+    if config.prompt_expander is not None:
+        expander = serve.deployment(
+            PromptExpanderDeployment, name="PromptExpander", **ray_options(config.prompt_expander.deployment)
+        ).bind(config.prompt_expander.model)
+    analyzer = None
+    if config.image_analyzer is not None:
+        analyzer = serve.deployment(
+            ImageAnalyzerDeployment, name="ImageAnalyzer", **ray_options(config.image_analyzer.deployment)
+        ).bind(config.image_analyzer.model)
     ingress = serve.deployment(Ingress, name="Ingress", **ray_options(config.ingress.deployment))
-    return ingress.bind(config.ingress, config.job_store, video)
+    return ingress.bind(config.ingress, config.job_store, video, expander, analyzer)

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from pipelines.clip_analysis import AnalyzerConfig
+from pipelines.prompt_expansion import ExpanderConfig
 from pipelines.video_config import StrictModel, VideoModelConfig
 
 
@@ -60,9 +62,22 @@ class VideoGeneratorConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=1.0, max_ongoing_requests=1)
 
 
+class PromptExpanderConfig(StrictModel):
+    model: ExpanderConfig
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.2, max_ongoing_requests=4)
+
+
+class ImageAnalyzerConfig(StrictModel):
+    model: AnalyzerConfig
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.1, max_ongoing_requests=8)
+
+
 class IngressConfig(StrictModel):
     max_upload_mb: float = Field(default=50.0, gt=0, le=200)
     max_image_megapixels: float = Field(default=40.0, gt=0, le=100)
+    prompt_expansion_timeout_s: float = Field(
+        default=15.0, gt=0, description="After this, a video job keeps the original prompt."
+    )
     deployment: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=100)
 
 
@@ -70,6 +85,12 @@ class AppConfig(StrictModel):
     job_store: JobStoreConfig = JobStoreConfig()
     ingress: IngressConfig = IngressConfig()
     video_generator: VideoGeneratorConfig
+    prompt_expander: PromptExpanderConfig | None = Field(
+        default=None, description="Optional: without it, `expand_prompt` answers with the original prompt."
+    )
+    image_analyzer: ImageAnalyzerConfig | None = Field(
+        default=None, description="Optional: without it, `POST /v1/analyze` answers 503."
+    )
 
     def with_absolute_paths(self, base: Path) -> AppConfig:
         """Resolve relative paths against ``base`` once, before replicas start elsewhere."""
@@ -94,7 +115,27 @@ class AppConfig(StrictModel):
             }
         )
         video = self.video_generator.model_copy(update={"model": model})
-        return self.model_copy(update={"job_store": store, "video_generator": video})
+        expander = self.prompt_expander
+        if expander is not None:
+            expander_model = expander.model.model_copy(update={"path": absolute(expander.model.path)})
+            expander = expander.model_copy(update={"model": expander_model})
+        analyzer = self.image_analyzer
+        if analyzer is not None:
+            analyzer_model = analyzer.model.model_copy(
+                update={
+                    "checkpoint": absolute(analyzer.model.checkpoint),
+                    "config_path": absolute(analyzer.model.config_path),
+                }
+            )
+            analyzer = analyzer.model_copy(update={"model": analyzer_model})
+        return self.model_copy(
+            update={
+                "job_store": store,
+                "video_generator": video,
+                "prompt_expander": expander,
+                "image_analyzer": analyzer,
+            }
+        )
 
 
 def load_app_config(args: dict[str, Any]) -> AppConfig:

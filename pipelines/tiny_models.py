@@ -19,73 +19,17 @@ from pathlib import Path
 import torch
 
 TINY_WAN_I2V = "tiny-wan2.2-i2v"
+TINY_WAN_LORA = "tiny-wan-4step-lora"
 BUILD_MARKER = "vividflow-tiny.json"
 BUILDER_VERSION = 1
 
 # Words the tiny tokenizer knows as whole pieces; everything else falls back to characters.
-_WORDS = [
-    "a",
-    "the",
-    "and",
-    "of",
-    "with",
-    "in",
-    "on",
-    "to",
-    "slowly",
-    "gently",
-    "camera",
-    "pan",
-    "zoom",
-    "tilt",
-    "orbit",
-    "push",
-    "pull",
-    "wind",
-    "hair",
-    "light",
-    "smile",
-    "turn",
-    "head",
-    "eyes",
-    "look",
-    "water",
-    "waves",
-    "clouds",
-    "sky",
-    "trees",
-    "leaves",
-    "flowers",
-    "walk",
-    "run",
-    "dance",
-    "spin",
-    "rotate",
-    "product",
-    "dog",
-    "cat",
-    "bird",
-    "city",
-    "night",
-    "sun",
-    "sunset",
-    "rain",
-    "snow",
-    "smoke",
-    "fire",
-    "glow",
-    "motion",
-    "cinematic",
-    "soft",
-    "dramatic",
-    "blur",
-    "static",
-    "low",
-    "quality",
-    "worst",
-    "jpeg",
-    "artifacts",
-]
+_WORDS = """
+a the and of with in on to slowly gently camera pan zoom tilt orbit push pull wind hair light
+smile turn head eyes look water waves clouds sky trees leaves flowers walk run dance spin rotate
+product dog cat bird city night sun sunset rain snow smoke fire glow motion cinematic soft
+dramatic blur static low quality worst jpeg artifacts
+""".split()
 
 
 def _tiny_tokenizer():
@@ -98,14 +42,51 @@ def _tiny_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
+def tiny_wan_expert(text_dim: int = 32):
+    """Same shape of model as a Wan2.2-I2V-A14B expert (36 input channels: noise + mask + image latents,
+    RMS norm across heads, cross-attention norm, no image-encoder input), a million times smaller."""
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=36,
+        out_channels=16,
+        text_dim=text_dim,
+        freq_dim=32,
+        ffn_dim=64,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=None,
+        rope_max_seq_len=1024,
+    ).eval()
+
+
+def build_wan_lora(out_dir: Path, seed: int = 0) -> Path:
+    """A LoRA for the tiny experts in diffusers' format, standing in for the 4-step distillation LoRA.
+
+    Its up-projections are random rather than zero so that fusing it visibly changes the weights.
+    """
+    from diffusers import WanImageToVideoPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed + 1)
+    expert = tiny_wan_expert()
+    expert.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    WanImageToVideoPipeline.save_lora_weights(out_dir, transformer_lora_layers=get_peft_model_state_dict(expert))
+    return out_dir
+
+
 def build_wan_i2v(out_dir: Path, seed: int = 0) -> Path:
     """Build a two-expert Wan2.2-I2V-style pipeline (``boundary_ratio`` 0.9) into ``out_dir``."""
-    from diffusers import (
-        AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanImageToVideoPipeline,
-        WanTransformer3DModel,
-    )
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
     from transformers import UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
@@ -132,27 +113,7 @@ def build_wan_i2v(out_dir: Path, seed: int = 0) -> Path:
         temperal_downsample=[False, True, True],
     ).eval()
 
-    def expert() -> WanTransformer3DModel:
-        # Same shape of model as Wan2.2-I2V-A14B (36 input channels: noise + mask + image latents,
-        # RMS norm across heads, cross-attention norm, no image-encoder input), a million times smaller.
-        return WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=16,
-            in_channels=36,
-            out_channels=16,
-            text_dim=text_dim,
-            freq_dim=32,
-            ffn_dim=64,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            eps=1e-6,
-            image_dim=None,
-            rope_max_seq_len=1024,
-        ).eval()
-
-    transformer, transformer_2 = expert(), expert()
+    transformer, transformer_2 = tiny_wan_expert(text_dim), tiny_wan_expert(text_dim)
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=5.0
     )
@@ -169,7 +130,24 @@ def build_wan_i2v(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-_BUILDERS = {TINY_WAN_I2V: build_wan_i2v}
+def _build_tiny_qwen(out_dir: Path, seed: int = 0) -> Path:
+    from pipelines.tiny_qwen import build_tiny_qwen
+
+    return build_tiny_qwen(out_dir, seed=seed)
+
+
+def _build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
+    from pipelines.tiny_clip import build_tiny_clip
+
+    return build_tiny_clip(out_dir, seed=seed)
+
+
+_BUILDERS = {
+    TINY_WAN_I2V: build_wan_i2v,
+    TINY_WAN_LORA: build_wan_lora,
+    "tiny-qwen2.5-instruct": _build_tiny_qwen,
+    "tiny-open-clip": _build_tiny_clip,
+}
 
 
 def ensure_tiny_model(name: str, target: Path, seed: int = 0) -> Path:

@@ -18,7 +18,7 @@ from deployments.video_generator import VideoGenerator
 
 
 @contextmanager
-def api_client(tmp_path: Path, pipeline, model_config, **ingress_settings):
+def api_client(tmp_path: Path, pipeline, model_config, expand_prompt=None, analyze_image=None, **ingress_settings):
     store_config = JobStoreConfig(sqlite_path=str(tmp_path / "jobs.sqlite3"), results_dir=str(tmp_path / "results"))
     store = SQLiteJobStore(store_config.sqlite_path)
     generator = VideoGenerator(
@@ -29,7 +29,11 @@ def api_client(tmp_path: Path, pipeline, model_config, **ingress_settings):
         results=ResultFiles(store_config.results_dir),
     )
     services = ApiServices(
-        store=store, video=InProcessVideoDispatcher(generator, store), settings=IngressConfig(**ingress_settings)
+        store=store,
+        video=InProcessVideoDispatcher(generator, store),
+        settings=IngressConfig(**ingress_settings),
+        expand_prompt=expand_prompt,
+        analyze_image=analyze_image,
     )
     with TestClient(create_api(services), raise_server_exceptions=False) as client:
         yield client

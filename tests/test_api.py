@@ -208,3 +208,65 @@ def test_template_listings(client):
     assert len(motion["categories"]) == 8
     scenes = client.get("/v1/templates/scenes").json()
     assert len(scenes["templates"]) == 24
+
+
+def test_prompt_expansion_is_disabled_without_an_expander(client):
+    response = client.post("/v1/prompts/expand", json={"prompt": "a cat turns its head", "seed": 3})
+    assert response.status_code == 200
+    assert response.json()["expanded"] is False and response.json()["reason"] == "disabled"
+    assert response.json()["prompt"] == "a cat turns its head"
+    bad = client.post("/v1/prompts/expand", json={"prompt": "x", "temperature": 2})
+    assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_input"
+    empty = client.post("/v1/prompts/expand", json={"prompt": "   "})
+    assert empty.status_code == 400 and empty.json()["error"]["field"] == "prompt"
+
+
+def test_video_job_records_both_prompts_when_expanding(tmp_path, wan_pipeline, video_model_config):
+    async def expand(prompt: str, seed: int) -> dict:
+        text = f"{prompt}, the camera glides forward as leaves drift past"
+        return {"prompt": text, "original": prompt, "expanded": True, "reason": None, "seconds": 0.01}
+
+    with api_client(tmp_path, wan_pipeline, video_model_config, expand_prompt=expand) as client:
+        job = _submit(client, duration_s=0.5, prompt="a fox in the snow", expand_prompt="true").json()
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+    params = job["params"]
+    assert params["original_prompt"] == "a fox in the snow"
+    assert params["prompt"] == "a fox in the snow, the camera glides forward as leaves drift past"
+    assert params["prompt_expansion"] == {"expanded": True, "reason": None}
+
+
+def test_video_job_keeps_the_prompt_when_the_expander_is_down(tmp_path, wan_pipeline, video_model_config):
+    async def broken(prompt: str, seed: int) -> dict:
+        raise ConnectionError("replica gone")
+
+    with api_client(tmp_path, wan_pipeline, video_model_config, expand_prompt=broken) as client:
+        job = _submit(client, duration_s=0.5, prompt="waves roll in", expand_prompt="yes").json()
+        client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert job["params"]["prompt"] == job["params"]["original_prompt"] == "waves roll in"
+    assert job["params"]["prompt_expansion"] == {"expanded": False, "reason": "unavailable"}
+
+
+def test_analyze_is_503_when_no_analyzer_is_deployed(client):
+    response = client.post("/v1/analyze", files={"image": ("a.jpg", PHOTO, "image/jpeg")})
+    assert response.status_code == 503 and "image_analyzer" in response.json()["error"]["message"]
+
+
+def test_analyze_through_the_in_process_analyzer(tmp_path, wan_pipeline, video_model_config):
+    from deployments.image_analyzer import ImageAnalyzerDeployment
+    from pipelines.clip_analysis import AnalyzerConfig
+
+    analyzer = ImageAnalyzerDeployment(
+        AnalyzerConfig(checkpoint=str(tmp_path / "clip"), tiny_model="tiny-open-clip", device="cpu")
+    )
+    with api_client(tmp_path, wan_pipeline, video_model_config, analyze_image=analyzer.analyze) as client:
+        response = client.post(
+            "/v1/analyze", files={"image": ("a.jpg", PHOTO, "image/jpeg")}, data={"prompt": "at sunset"}
+        )
+        bad = client.post("/v1/analyze", files={"image": ("a.jpg", b"nope", "image/jpeg")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body["scores"]) == {"person", "animal", "object", "nature", "building"}
+    assert abs(sum(body["scores"].values()) - 1.0) < 1e-4
+    assert body["subject"] == max(body["scores"], key=body["scores"].get)
+    assert body["enriched_prompt"].startswith("at sunset")
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "image"

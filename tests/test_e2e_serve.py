@@ -37,6 +37,7 @@ def serve_url(tmp_path_factory, tiny_wan_path):
     args = document["applications"][0]["args"]
     args["job_store"] = {"sqlite_path": str(workdir / "jobs.sqlite3"), "results_dir": str(workdir / "results")}
     args["video_generator"]["model"]["path"] = str(tiny_wan_path)
+    args["prompt_expander"]["model"]["path"] = str(tiny_wan_path.parent / "tiny-qwen2.5-instruct")
     config = workdir / "e2e.yaml"
     config.write_text(yaml.safe_dump(document))
     log = open(workdir / "serve.log", "w")  # noqa: SIM115 - closed in teardown
@@ -107,3 +108,16 @@ def test_bad_input_over_http_is_a_4xx_with_a_message(serve_url):
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "image"
     assert httpx.get(f"{serve_url}/v1/jobs/feed", timeout=10).status_code == 404
+
+
+def test_prompt_expansion_over_http_through_the_deployed_expander(serve_url):
+    response = httpx.post(
+        f"{serve_url}/v1/prompts/expand", json={"prompt": "a dog runs on the beach", "seed": 4}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["original"] == "a dog runs on the beach"
+    # tiny random weights write gibberish, which the check refuses; a real model's answer passes it
+    assert body["expanded"] or body["reason"] not in ("disabled", "unavailable", "timeout")
+    again = httpx.post(f"{serve_url}/v1/prompts/expand", json={"prompt": "a dog runs on the beach", "seed": 4}).json()
+    assert again["prompt"] == body["prompt"] and again["expanded"] == body["expanded"]

@@ -140,3 +140,30 @@ def test_int8_text_encoder_and_vae_tiling_still_render(tiny_wan_path):
     assert result.frames.shape == (9, 624, 832, 3)
     linear = pipeline.pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.q
     assert "Int8" in type(linear.weight).__name__ or "Affine" in type(linear.weight).__name__
+
+
+def test_lora_is_fused_at_per_expert_scales_then_unloaded(tiny_wan_path, tiny_models_dir, wan_pipeline):
+    from pipelines.tiny_models import TINY_WAN_LORA, ensure_tiny_model
+    from pipelines.video_config import LoraFuseConfig
+
+    lora_dir = ensure_tiny_model(TINY_WAN_LORA, tiny_models_dir / TINY_WAN_LORA)
+    config = VideoModelConfig(
+        path=str(tiny_wan_path),
+        device="cpu",
+        dtype="float32",
+        lora=LoraFuseConfig(path=str(lora_dir), weight_name="pytorch_lora_weights.safetensors"),
+    )
+    fused = WanImageToVideo.from_config(config).pipe
+    base = wan_pipeline.pipe
+
+    def delta(expert_name: str):
+        fused_weight = getattr(fused, expert_name).blocks[0].attn1.to_q.weight
+        base_weight = getattr(base, expert_name).blocks[0].attn1.to_q.weight
+        return fused_weight - base_weight
+
+    high, low = delta("transformer"), delta("transformer_2")
+    assert low.abs().max() > 1e-4
+    # the same LoRA went into both experts: the fused change is 3x larger in the high-noise one
+    assert (high - 3.0 * low).abs().max() < 1e-5
+    for expert in (fused.transformer, fused.transformer_2):
+        assert not any("lora" in name for name, _ in expert.named_parameters())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from deployments.config import IngressConfig
@@ -14,6 +15,10 @@ class ApiServices:
     store: JobStore
     video: VideoDispatcher
     settings: IngressConfig
+    # (prompt, seed) -> expansion dict; None when no PromptExpander is deployed
+    expand_prompt: Callable[[str, int], Awaitable[dict]] | None = None
+    # (image, prompt) -> analysis dict; None when no ImageAnalyzer is deployed
+    analyze_image: Callable[[object, str | None], Awaitable[dict]] | None = None
 
     @property
     def max_upload_bytes(self) -> int:

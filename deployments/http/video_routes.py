@@ -6,7 +6,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from deployments.http.forms import draw_seed, float_field, int_field, read_form, read_image_bytes, text_field
+from deployments.http.forms import (
+    bool_field,
+    draw_seed,
+    float_field,
+    int_field,
+    read_form,
+    read_image_bytes,
+    text_field,
+)
+from deployments.http.prompt_routes import expand_for_request
 from deployments.http.services import ApiServices
 from pipelines.images import decode_image
 from pipelines.motion_templates import compose_prompt
@@ -25,6 +34,7 @@ VIDEO_FIELDS = frozenset(
         "guidance_scale",
         "guidance_scale_2",
         "seed",
+        "expand_prompt",
     }
 )
 DEFAULT_DURATION_S = 3.0
@@ -72,10 +82,19 @@ def video_router(services: ApiServices) -> APIRouter:
         }
         if params["seed"] is None:
             params["seed"] = draw_seed()
+        expand = bool_field(form, "expand_prompt", False)
         validate_video_params(**params)
         image = await decoded_image(form)
+        extra = {"template_id": template_id, "user_prompt": user_prompt, "expand_prompt": expand}
+        if expand:
+            expansion = await expand_for_request(services, params["prompt"], params["seed"])
+            extra.update(
+                original_prompt=params["prompt"],
+                prompt_expansion={"expanded": expansion["expanded"], "reason": expansion["reason"]},
+            )
+            params["prompt"] = expansion["prompt"]
         video_request = VideoRequest(image=image, **params)
-        params.update(template_id=template_id, user_prompt=user_prompt)
+        params.update(extra)
         plan = plan_video(image.width, image.height, params["duration_s"])
         params.update(
             width=plan.width,

@@ -1,0 +1,180 @@
+"""The compositing engine and the composition controls, on small synthetic pictures with known mattes."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from pipelines.compositing import composite_onto_background, linear_to_srgb, plain_alpha_blend, srgb_to_linear
+from pipelines.composition import apply_composition, mask_preview_png
+from pipelines.errors import InvalidInputError
+
+SIZE = 96
+
+
+def _field(rng: np.random.Generator, colour, spread: float = 0.3) -> np.ndarray:
+    """A textured colour field (coarse random grid upsampled), uint8 SIZE x SIZE x 3."""
+    grid = rng.random((6, 6, 1)).astype(np.float32)
+    shade = cv2.resize(grid, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC)[..., None]
+    return np.clip(np.float32(colour) * (1 + spread * (shade - 0.5)), 0, 255).astype(np.uint8)
+
+
+def _soft_disc() -> np.ndarray:
+    """A disc with a wide soft rim, like fur or motion blur."""
+    disc = np.zeros((SIZE, SIZE), np.float32)
+    cv2.circle(disc, (SIZE // 2, SIZE // 2), SIZE // 4, 1.0, -1)
+    return np.clip(cv2.GaussianBlur(disc, (0, 0), 3.0), 0, 1)
+
+
+def _over(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    a = alpha[..., None]
+    return linear_to_srgb(a * srgb_to_linear(fg) + (1 - a) * srgb_to_linear(bg))
+
+
+@pytest.fixture(scope="module")
+def green_screen():
+    rng = np.random.default_rng(3)
+    fg = _field(rng, (220, 170, 120))
+    old = _field(rng, (20, 180, 70), 0.1)
+    new = _field(rng, (90, 60, 160))
+    alpha = _soft_disc()
+    return fg, alpha, old, new
+
+
+@pytest.mark.parametrize("blend", [composite_onto_background, plain_alpha_blend])
+def test_shapes_dtypes_and_background_resize(blend, green_screen):
+    fg, alpha, old, new = green_screen
+    photo = _over(fg, alpha, old)
+    big_bg = cv2.resize(new, (SIZE * 2, SIZE + 30))
+    out = blend(photo, big_bg, alpha)
+    assert out.shape == photo.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("blend", [composite_onto_background, plain_alpha_blend])
+def test_transparent_gives_background_and_opaque_gives_foreground(blend, green_screen):
+    fg, _, old, new = green_screen
+    zeros = np.zeros((SIZE, SIZE), np.float32)
+    np.testing.assert_array_equal(blend(fg, new, zeros), new)
+    np.testing.assert_array_equal(blend(fg, new, zeros + 1), fg)
+    # Mixed matte: every exactly-0 pixel is background, every exactly-1 pixel is foreground.
+    alpha = _soft_disc()
+    out = blend(fg, new, alpha)
+    np.testing.assert_array_equal(out[alpha == 0], new[alpha == 0])
+    np.testing.assert_array_equal(out[alpha == 1], fg[alpha == 1])
+
+
+def test_soft_alpha_stays_soft():
+    # Flat colours make the effective matte of the output measurable: out = a*F + (1-a)*B (linear).
+    f_col, old_col, new_col = np.float32([230, 200, 60]), np.float32([20, 180, 70]), np.float32([40, 40, 200])
+    alpha = _soft_disc()
+    fg = np.full((SIZE, SIZE, 3), f_col, np.uint8)
+    photo = _over(fg, alpha, np.full_like(fg, old_col))
+    out = composite_onto_background(photo, np.full_like(fg, new_col), alpha)
+    f_lin, b_lin = srgb_to_linear(f_col.astype(np.uint8)), srgb_to_linear(new_col.astype(np.uint8))
+    effective = ((srgb_to_linear(out) - b_lin) @ (f_lin - b_lin)) / float((f_lin - b_lin) @ (f_lin - b_lin))
+    soft = (alpha > 0.02) & (alpha < 0.98)
+    kept_soft = (effective > 0.01) & (effective < 0.99)
+    assert soft.sum() > 500
+    assert (kept_soft & soft).sum() >= 0.95 * soft.sum()
+    assert np.abs(effective - alpha)[soft].mean() < 0.03
+
+
+def test_engine_beats_plain_blend_at_the_edges(green_screen):
+    fg, alpha, old, new = green_screen
+    photo, target = _over(fg, alpha, old), _over(fg, alpha, new)
+    edge = (alpha > 0.01) & (alpha < 0.99)
+    lab_target = rgb2lab(target[edge] / 255.0)
+
+    def edge_de(out: np.ndarray) -> float:
+        return float(deltaE_ciede2000(lab_target, rgb2lab(out[edge] / 255.0)).mean())
+
+    engine = edge_de(composite_onto_background(photo, new, alpha))
+    plain = edge_de(plain_alpha_blend(photo, new, alpha))
+    assert engine < 0.5 * plain, (engine, plain)
+
+
+def test_bad_inputs_name_the_field(green_screen):
+    fg, alpha, _, new = green_screen
+    with pytest.raises(InvalidInputError) as err:
+        composite_onto_background(fg, new, alpha[:-1])
+    assert err.value.field == "mask"
+    with pytest.raises(InvalidInputError) as err:
+        composite_onto_background(fg.astype(np.float32), new, alpha)
+    assert err.value.field == "image"
+    with pytest.raises(InvalidInputError) as err:
+        plain_alpha_blend(fg, new[..., :2], alpha)
+    assert err.value.field == "background"
+
+
+# ---------------------------------------------------------------- composition controls
+def _subject(h: int = 80, w: int = 120) -> np.ndarray:
+    alpha = np.zeros((h, w), np.float32)
+    alpha[10:70, 20:100] = 1.0  # spans both halves
+    return alpha
+
+
+@pytest.mark.parametrize("mode", ["left", "right"])
+def test_half_modes_keep_only_that_half(mode):
+    alpha = _subject()
+    out = apply_composition(alpha, mode=mode)
+    w = alpha.shape[1]
+    ramp = w // 10
+    keep, drop = (slice(0, w // 2 - ramp // 2), slice(w // 2 + ramp // 2 + 1, w))[:: 1 if mode == "left" else -1]
+    np.testing.assert_array_equal(out[:, keep], alpha[:, keep])
+    assert out[:, drop].max() == 0.0
+    middle = out[40, w // 2 - ramp // 2 : w // 2 + ramp // 2 + 1]
+    assert ((middle > 0) & (middle < 1)).sum() >= ramp - 1  # a ramp, not a hard cut
+    assert np.all(np.diff(middle) <= 0) if mode == "left" else np.all(np.diff(middle) >= 0)
+
+
+def test_center_is_the_mask_and_full_is_a_small_central_ellipse():
+    alpha = _subject()
+    np.testing.assert_array_equal(apply_composition(alpha, "center", "person", 0), alpha)
+    full = apply_composition(alpha, "full")
+    assert full[40, 60] == 1.0 and full[0, 0] == 0.0 and full[-1, -1] == 0.0
+    assert 0.05 < (full > 0.5).mean() < 0.3
+
+
+def test_scene_focus_grows_the_mask():
+    alpha = _subject()
+    person = apply_composition(alpha, "center", "person")
+    scene = apply_composition(alpha, "center", "scene")
+    assert (scene > 0.5).sum() > (person > 0.5).sum()
+    assert np.all(scene >= person)
+
+
+def test_feather_widens_the_soft_band():
+    alpha = _subject()
+    soft = [((a > 0.01) & (a < 0.99)).sum() for a in (apply_composition(alpha, feather_px=f) for f in (0, 4, 12))]
+    assert soft[0] == 0 and soft[0] < soft[1] < soft[2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"mode": "top"}, "mode"),
+        ({"mode": 3}, "mode"),
+        ({"focus": "face"}, "focus"),
+        ({"feather_px": 21}, "feather_px"),
+        ({"feather_px": -1}, "feather_px"),
+        ({"feather_px": 2.5}, "feather_px"),
+        ({"feather_px": True}, "feather_px"),
+    ],
+)
+def test_invalid_options_raise_with_field(kwargs, field):
+    with pytest.raises(InvalidInputError) as err:
+        apply_composition(_subject(), **kwargs)
+    assert err.value.field == field
+
+
+def test_preview_png_is_the_composited_mask():
+    alpha = apply_composition(_subject(), "left", "person", 3)
+    png = mask_preview_png(alpha)
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.mode == "L" and image.size == (120, 80)
+    np.testing.assert_array_equal(np.asarray(image), np.rint(alpha * 255).astype(np.uint8))
