@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ray import serve
 
+from deployments.background_generator import BackgroundGenerator
 from deployments.config import AppConfig, DeploymentOptions
 from deployments.image_analyzer import ImageAnalyzerDeployment
 from deployments.ingress import Ingress
 from deployments.prompt_expander import PromptExpanderDeployment
+from deployments.segmenter import SegmenterDeployment
 from deployments.video_generator import VideoGenerator
 
 
@@ -32,19 +34,33 @@ def ray_options(options: DeploymentOptions) -> dict:
     return ray
 
 
+def _deployment(cls, name: str, options: DeploymentOptions):
+    return serve.deployment(cls, name=name, **ray_options(options))
+
+
 def build_application(config: AppConfig) -> serve.Application:
-    video = serve.deployment(
-        VideoGenerator, name="VideoGenerator", **ray_options(config.video_generator.deployment)
-    ).bind(config.video_generator, config.job_store)
-    expander = None
+    store, queue = config.job_store, config.jobs
+    workers = {
+        "video": _deployment(VideoGenerator, "VideoGenerator", config.video_generator.deployment).bind(
+            config.video_generator, store, queue
+        )
+    }
+    expander = analyzer = segmenter = None
     if config.prompt_expander is not None:
-        expander = serve.deployment(
-            PromptExpanderDeployment, name="PromptExpander", **ray_options(config.prompt_expander.deployment)
-        ).bind(config.prompt_expander.model)
-    analyzer = None
+        expander = _deployment(PromptExpanderDeployment, "PromptExpander", config.prompt_expander.deployment).bind(
+            config.prompt_expander.model
+        )
     if config.image_analyzer is not None:
-        analyzer = serve.deployment(
-            ImageAnalyzerDeployment, name="ImageAnalyzer", **ray_options(config.image_analyzer.deployment)
-        ).bind(config.image_analyzer.model)
-    ingress = serve.deployment(Ingress, name="Ingress", **ray_options(config.ingress.deployment))
-    return ingress.bind(config.ingress, config.job_store, video, expander, analyzer)
+        analyzer = _deployment(ImageAnalyzerDeployment, "ImageAnalyzer", config.image_analyzer.deployment).bind(
+            config.image_analyzer.model
+        )
+    if config.segmenter is not None:
+        segmenter = _deployment(SegmenterDeployment, "Segmenter", config.segmenter.deployment).bind(
+            config.segmenter.model
+        )
+    if config.background_generator is not None:
+        workers["background"] = _deployment(
+            BackgroundGenerator, "BackgroundGenerator", config.background_generator.deployment
+        ).bind(config.background_generator, store, queue, segmenter, analyzer)
+    ingress = _deployment(Ingress, "Ingress", config.ingress.deployment)
+    return ingress.bind(config.ingress, store, queue, workers, expander, analyzer, segmenter)

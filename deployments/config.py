@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pipelines.segmentation import SegmentationConfig
+from pydantic import Field, model_validator
 
 from pipelines.clip_analysis import AnalyzerConfig
 from pipelines.prompt_expansion import ExpanderConfig
+from pipelines.sdxl_background import BackgroundModelConfig
 from pipelines.video_config import StrictModel, VideoModelConfig
 
 
@@ -24,6 +26,22 @@ class JobStoreConfig(StrictModel):
         default=7 * 24 * 3600, gt=0, description="`redis` backend: seconds a finished job is kept before it expires."
     )
     results_dir: str = Field(default="var/results", description="Folder for finished MP4/PNG files.")
+
+
+class JobQueueConfig(StrictModel):
+    """How model replicas pull jobs and how lost workers are detected."""
+
+    poll_interval_s: float = Field(default=0.25, gt=0, le=10, description="Idle workers look for new jobs this often.")
+    heartbeat_interval_s: float = Field(default=5.0, gt=0, description="A running job's worker reports this often.")
+    lease_s: float = Field(
+        default=60.0, gt=0, description="A running job whose worker was silent this long is re-queued or failed."
+    )
+    max_attempts: int = Field(default=2, ge=1, le=10, description="Claims per job before it fails as worker_lost.")
+    reap_interval_s: float = Field(default=10.0, gt=0, description="How often ingress and workers look for them.")
+    max_queued_jobs: int = Field(
+        default=200, ge=1, description="Per kind; beyond it new jobs get 429 with Retry-After instead of waiting."
+    )
+    retry_after_s: int = Field(default=30, ge=1, description="Retry-After sent with 429.")
 
 
 class AutoscalingConfig(StrictModel):
@@ -72,6 +90,16 @@ class ImageAnalyzerConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.1, max_ongoing_requests=8)
 
 
+class SegmenterConfig(StrictModel):
+    model: SegmentationConfig = SegmentationConfig()
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.2, max_ongoing_requests=4)
+
+
+class BackgroundGeneratorConfig(StrictModel):
+    model: BackgroundModelConfig
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.5, max_ongoing_requests=1)
+
+
 class IngressConfig(StrictModel):
     max_upload_mb: float = Field(default=50.0, gt=0, le=200)
     max_image_megapixels: float = Field(default=40.0, gt=0, le=100)
@@ -83,6 +111,7 @@ class IngressConfig(StrictModel):
 
 class AppConfig(StrictModel):
     job_store: JobStoreConfig = JobStoreConfig()
+    jobs: JobQueueConfig = JobQueueConfig()
     ingress: IngressConfig = IngressConfig()
     video_generator: VideoGeneratorConfig
     prompt_expander: PromptExpanderConfig | None = Field(
@@ -91,6 +120,18 @@ class AppConfig(StrictModel):
     image_analyzer: ImageAnalyzerConfig | None = Field(
         default=None, description="Optional: without it, `POST /v1/analyze` answers 503."
     )
+    segmenter: SegmenterConfig | None = Field(
+        default=None, description="Needed by the mask preview and by `background_generator`."
+    )
+    background_generator: BackgroundGeneratorConfig | None = Field(
+        default=None, description="Optional: without it, `POST /v1/backgrounds` answers 503."
+    )
+
+    @model_validator(mode="after")
+    def _backgrounds_need_segmentation(self) -> AppConfig:
+        if self.background_generator is not None and self.segmenter is None:
+            raise ValueError("background_generator needs a segmenter section (the subject matte comes from it)")
+        return self
 
     def with_absolute_paths(self, base: Path) -> AppConfig:
         """Resolve relative paths against ``base`` once, before replicas start elsewhere."""
@@ -128,12 +169,21 @@ class AppConfig(StrictModel):
                 }
             )
             analyzer = analyzer.model_copy(update={"model": analyzer_model})
+        background = self.background_generator
+        if background is not None:
+            background_model = background.model.model_copy(update={"path": absolute(background.model.path)})
+            background = background.model_copy(update={"model": background_model})
+        segmenter = self.segmenter
+        if segmenter is not None:
+            segmenter = segmenter.model_copy(update={"model": segmenter.model.with_absolute_paths(absolute)})
         return self.model_copy(
             update={
                 "job_store": store,
                 "video_generator": video,
                 "prompt_expander": expander,
                 "image_analyzer": analyzer,
+                "background_generator": background,
+                "segmenter": segmenter,
             }
         )
 

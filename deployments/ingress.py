@@ -1,4 +1,8 @@
-"""``Ingress``: the HTTP entry point. Validates, persists the job, dispatches it, answers at once."""
+"""``Ingress``: the HTTP entry point. Validates, persists the job in the shared queue, answers at once.
+
+It holds handles to the model deployments so the application graph deploys them; video and
+background jobs reach those replicas through the job store's queue, not through these handles.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,10 @@ import logging
 
 from ray import serve
 
-from deployments.config import IngressConfig, JobStoreConfig
-from deployments.dispatch import RayVideoDispatcher
+from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig
 from deployments.http.api import create_api
 from deployments.http.services import ApiServices
-from deployments.stores import open_job_store
+from deployments.stores import open_job_store, open_results
 
 
 @serve.ingress()
@@ -19,30 +22,39 @@ class Ingress:
         self,
         settings: IngressConfig,
         store_config: JobStoreConfig,
-        video_generator,
+        queue_config: JobQueueConfig,
+        workers: dict,
         prompt_expander=None,
         image_analyzer=None,
+        segmenter=None,
     ) -> None:
         logging.basicConfig(level=logging.INFO)
-        store = open_job_store(store_config)
-        expand = None
+        self.workers = workers  # {"video": handle, "background": handle}
+        expand = analyze = mask = None
         if prompt_expander is not None:
 
             async def expand(prompt: str, seed: int) -> dict:
                 return await prompt_expander.expand.remote(prompt, seed)
 
-        analyze = None
         if image_analyzer is not None:
 
             async def analyze(image, prompt):
                 return await image_analyzer.analyze.remote(image, prompt)
 
+        if segmenter is not None:
+
+            async def mask(image, composition, focus, feather_px):
+                return await segmenter.mask.remote(image, composition, focus, feather_px)
+
         self.services = ApiServices(
-            store=store,
-            video=RayVideoDispatcher(video_generator, store),
+            store=open_job_store(store_config),
+            results=open_results(store_config),
             settings=settings,
+            queue=queue_config,
+            job_kinds=frozenset(workers),
             expand_prompt=expand,
             analyze_image=analyze,
+            mask_subject=mask,
         )
 
     def __serve_build_asgi_app__(self):

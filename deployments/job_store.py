@@ -2,10 +2,17 @@
 
 A job moves queued -> running -> succeeded | failed | cancelled. Transitions are conditional
 (compare-and-set on the status), so a late writer can never move a finished job back.
+
+The store is also the dispatch queue: the ingress only persists a queued job; model replicas pull the
+oldest queued job of their kind (``claim_next``), heartbeat while it runs, and a reaper hands jobs whose
+worker stopped heartbeating back to the queue (or fails them after too many attempts). Because a reaped
+job may be claimed again by another worker, a worker's writes can be fenced with its name (``worker=``):
+the old worker of a reassigned job can then no longer report progress for it or finish it.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +21,7 @@ from typing import Literal, Protocol
 
 JobKind = Literal["video", "background"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -34,6 +42,8 @@ class Job:
     cancel_requested: bool = False
     worker: str | None = None
     timings: dict = field(default_factory=dict)
+    attempts: int = 0  # how many times a worker claimed it; bounds the retries after lost workers
+    heartbeat_at: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -48,6 +58,8 @@ class Job:
                 "content_type": self.result["content_type"],
                 "bytes": self.result.get("bytes"),
             }
+            if self.result.get("details") is not None:
+                result["details"] = self.result["details"]
         return {
             "id": self.id,
             "kind": self.kind,
@@ -62,6 +74,7 @@ class Job:
             "error": self.error,
             "result": result,
             "cancel_requested": self.cancel_requested,
+            "attempts": self.attempts,
             "timings_s": self.timings,
         }
 
@@ -72,31 +85,51 @@ def _iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def new_job(kind: str, params: dict) -> Job:
-    return Job(id=uuid.uuid4().hex, kind=kind, status="queued", created_at=time.time(), params=params)
+def new_job(kind: str, params: dict, job_id: str | None = None) -> Job:
+    if job_id is not None and not _JOB_ID.match(job_id):
+        raise ValueError(f"job ids are 32 lowercase hex characters, got {job_id!r}")
+    return Job(id=job_id or uuid.uuid4().hex, kind=kind, status="queued", created_at=time.time(), params=params)
 
 
 class JobStore(Protocol):
-    def create(self, kind: str, params: dict) -> Job:
+    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
         """Persist a new queued job and return it (durable before this returns)."""
 
     def get(self, job_id: str) -> Job:
         """Return the job or raise ``JobNotFoundError``."""
 
-    def start(self, job_id: str, worker: str, total_steps: int) -> bool:
-        """queued -> running; False (and nothing changes) if the job is no longer queued."""
+    def claim_next(self, kind: str, worker: str) -> Job | None:
+        """Atomically take the oldest queued job of ``kind`` for ``worker``: queued -> running, attempts + 1.
 
-    def report_progress(self, job_id: str, step: int, total_steps: int) -> None:
-        """Record progress of a running job."""
+        None if nothing is queued. Racing workers never get the same job. A queued job already flagged for
+        cancellation is ended as cancelled instead of being handed out.
+        """
 
-    def succeed(self, job_id: str, result: dict, timings: dict) -> bool:
-        """running -> succeeded with the result location."""
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        """Renew the worker's lease; False if the job is no longer running for ``worker`` (stop working on it)."""
 
-    def fail(self, job_id: str, error_type: str, message: str) -> bool:
-        """queued|running -> failed; False if the job had already ended."""
+    def reap_stale(self, lease_s: float, max_attempts: int) -> list[tuple[str, str]]:
+        """Settle running jobs whose last heartbeat is older than ``lease_s`` seconds.
 
-    def mark_cancelled(self, job_id: str) -> bool:
-        """queued|running -> cancelled."""
+        Each becomes ``cancelled`` if a cancel was requested, else ``queued`` again (in its old place) if it
+        was claimed fewer than ``max_attempts`` times, else ``failed`` (``worker_lost``). Returns
+        ``(action, job_id)`` pairs, action being "requeued", "failed" or "cancelled".
+        """
+
+    def queue_depth(self, kind: str) -> int:
+        """How many jobs of ``kind`` wait to be claimed."""
+
+    def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
+        """Record progress of a running job (only if it still runs for ``worker``, when given)."""
+
+    def succeed(self, job_id: str, result: dict, timings: dict, worker: str | None = None) -> bool:
+        """running -> succeeded with the result location (only if it still runs for ``worker``, when given)."""
+
+    def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
+        """queued|running -> failed; False if the job had already ended (or, with ``worker``, was reassigned)."""
+
+    def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
+        """queued|running -> cancelled (with ``worker``: only if it still runs for that worker)."""
 
     def request_cancel(self, job_id: str) -> Job:
         """Idempotent: a queued job is cancelled at once, a running one is flagged; ended jobs are left alone."""

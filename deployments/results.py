@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,3 +18,20 @@ class ResultFiles:
         if not _SAFE_ID.match(job_id):
             raise ValueError(f"unexpected job id {job_id!r}")
         return self.root / f"{job_id}.{extension}"
+
+    def input_path(self, job_id: str) -> Path:
+        """The normalised input image, written by the ingress before the job is queued."""
+        return self.path_for(job_id, "input.png")
+
+    def save_input(self, job_id: str, png: bytes) -> Path:
+        path = self.input_path(job_id)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(png)
+        os.replace(partial, path)
+        return path
+
+    def load_input(self, job_id: str):
+        from PIL import Image
+
+        with Image.open(self.input_path(job_id)) as image:
+            return image.convert("RGB")

@@ -36,7 +36,7 @@ FULL_ELLIPSE_RY = 0.25
 def validate_composition(mode: str, focus: str, feather_px: int) -> tuple[str, str, int]:
     """Normalised (mode, focus, feather_px), or InvalidInputError naming the offending field."""
     if not isinstance(mode, str) or mode.strip().lower() not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}", field="mode")
+        raise InvalidInputError(f"composition must be one of {', '.join(MODES)}; got {mode!r}", field="composition")
     if not isinstance(focus, str) or focus.strip().lower() not in FOCUSES:
         raise InvalidInputError(f"focus must be one of {', '.join(FOCUSES)}; got {focus!r}", field="focus")
     # bool is an int subclass and is refused; numpy integers and whole floats such as 3.0 are accepted.

@@ -136,6 +136,24 @@ def _build_tiny_qwen(out_dir: Path, seed: int = 0) -> Path:
     return build_tiny_qwen(out_dir, seed=seed)
 
 
+def _build_tiny_sdxl(out_dir: Path, seed: int = 0) -> Path:
+    from pipelines.tiny_sdxl import build_tiny_sdxl
+
+    return build_tiny_sdxl(out_dir, seed=seed)
+
+
+def _build_tiny_u2net(out_dir: Path, seed: int = 0) -> Path:
+    from pipelines.tiny_segmentation import build_tiny_u2net
+
+    return build_tiny_u2net(out_dir, seed=seed)
+
+
+def _build_tiny_birefnet(out_dir: Path, seed: int = 0) -> Path:
+    from pipelines.tiny_segmentation import build_tiny_birefnet
+
+    return build_tiny_birefnet(out_dir, seed=seed)
+
+
 def _build_tiny_clip(out_dir: Path, seed: int = 0) -> Path:
     from pipelines.tiny_clip import build_tiny_clip
 
@@ -147,6 +165,9 @@ _BUILDERS = {
     TINY_WAN_LORA: build_wan_lora,
     "tiny-qwen2.5-instruct": _build_tiny_qwen,
     "tiny-open-clip": _build_tiny_clip,
+    "tiny-sdxl": _build_tiny_sdxl,
+    "tiny-u2net": _build_tiny_u2net,
+    "tiny-birefnet": _build_tiny_birefnet,
 }
 
 

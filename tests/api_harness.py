@@ -1,41 +1,70 @@
-"""The ingress app wired to an in-process VideoGenerator: the whole HTTP contract without Ray."""
+"""The ingress app wired to in-process model shims: the whole HTTP contract and job queue without Ray."""
 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from deployments.config import IngressConfig, JobStoreConfig, VideoGeneratorConfig
-from deployments.dispatch import InProcessVideoDispatcher
+from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig, VideoGeneratorConfig
 from deployments.http.api import create_api
 from deployments.http.services import ApiServices
 from deployments.results import ResultFiles
 from deployments.sqlite_job_store import SQLiteJobStore
 from deployments.video_generator import VideoGenerator
 
+# Fast polling and short leases so queue behaviour shows up within a test's patience.
+TEST_QUEUE = JobQueueConfig(poll_interval_s=0.05, heartbeat_interval_s=0.2, lease_s=3.0, reap_interval_s=0.5)
+
 
 @contextmanager
-def api_client(tmp_path: Path, pipeline, model_config, expand_prompt=None, analyze_image=None, **ingress_settings):
+def api_client(
+    tmp_path: Path,
+    pipeline,
+    model_config,
+    *,
+    expand_prompt=None,
+    analyze_image=None,
+    backgrounds=None,
+    queue: JobQueueConfig = TEST_QUEUE,
+    start_video_worker: bool = True,
+    **ingress_settings,
+):
+    """``backgrounds``: a callable (store, store_config, results, queue) -> (BackgroundGenerator, segmenter)."""
     store_config = JobStoreConfig(sqlite_path=str(tmp_path / "jobs.sqlite3"), results_dir=str(tmp_path / "results"))
     store = SQLiteJobStore(store_config.sqlite_path)
-    generator = VideoGenerator(
-        VideoGeneratorConfig(model=model_config),
-        store_config,
-        pipeline=pipeline,
-        store=store,
-        results=ResultFiles(store_config.results_dir),
-    )
-    services = ApiServices(
-        store=store,
-        video=InProcessVideoDispatcher(generator, store),
-        settings=IngressConfig(**ingress_settings),
-        expand_prompt=expand_prompt,
-        analyze_image=analyze_image,
-    )
-    with TestClient(create_api(services), raise_server_exceptions=False) as client:
+    results = ResultFiles(store_config.results_dir)
+    with ExitStack() as cleanup:
+        video = VideoGenerator(
+            VideoGeneratorConfig(model=model_config),
+            store_config,
+            queue,
+            pipeline=pipeline,
+            store=store,
+            results=results,
+            start_worker=start_video_worker,
+        )
+        cleanup.callback(video.worker.stop, 120)
+        kinds, mask_subject = {"video"}, None
+        if backgrounds is not None:
+            generator, segmenter = backgrounds(store, store_config, results, queue)
+            cleanup.callback(generator.worker.stop, 120)
+            kinds.add("background")
+            mask_subject = segmenter.mask
+        services = ApiServices(
+            store=store,
+            results=results,
+            settings=IngressConfig(**ingress_settings),
+            queue=queue,
+            job_kinds=frozenset(kinds),
+            expand_prompt=expand_prompt,
+            analyze_image=analyze_image,
+            mask_subject=mask_subject,
+        )
+        client = cleanup.enter_context(TestClient(create_api(services), raise_server_exceptions=False))
+        client.video_generator = video
         yield client
 
 

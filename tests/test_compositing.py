@@ -157,8 +157,8 @@ def test_feather_widens_the_soft_band():
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"mode": "top"}, "mode"),
-        ({"mode": 3}, "mode"),
+        ({"mode": "top"}, "composition"),
+        ({"mode": 3}, "composition"),
         ({"focus": "face"}, "focus"),
         ({"feather_px": 21}, "feather_px"),
         ({"feather_px": -1}, "feather_px"),

@@ -10,11 +10,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import yaml
 
+from deployments.sqlite_job_store import SQLiteJobStore
 from pipelines.media import probe_video
 from tests.images import encode, gradient_image
 
@@ -29,15 +31,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve_url(tmp_path_factory, tiny_wan_path):
+def serve(tmp_path_factory, tiny_models_dir):
     workdir = tmp_path_factory.mktemp("serve")
     document = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     port = _free_port()
     document["http_options"]["port"] = port
     args = document["applications"][0]["args"]
     args["job_store"] = {"sqlite_path": str(workdir / "jobs.sqlite3"), "results_dir": str(workdir / "results")}
-    args["video_generator"]["model"]["path"] = str(tiny_wan_path)
-    args["prompt_expander"]["model"]["path"] = str(tiny_wan_path.parent / "tiny-qwen2.5-instruct")
+    # short leases so a killed replica's job comes back within the test's patience
+    args["jobs"] = {"heartbeat_interval_s": 1.0, "lease_s": 8.0, "reap_interval_s": 1.0, "max_attempts": 2}
     config = workdir / "e2e.yaml"
     config.write_text(yaml.safe_dump(document))
     log = open(workdir / "serve.log", "w")  # noqa: SIM115 - closed in teardown
@@ -66,7 +68,7 @@ def serve_url(tmp_path_factory, tiny_wan_path):
                 raise AssertionError(f"no healthy response in 300 s:\n{(workdir / 'serve.log').read_text()[-4000:]}")
             time.sleep(1)
         print(f"serve run -> first healthy response in {time.monotonic() - started:.1f} s")
-        yield url
+        yield SimpleNamespace(url=url, store=SQLiteJobStore(workdir / "jobs.sqlite3"))
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -76,7 +78,8 @@ def serve_url(tmp_path_factory, tiny_wan_path):
         log.close()
 
 
-def test_submit_poll_download_over_http(serve_url, tmp_path):
+def test_submit_poll_download_over_http(serve, tmp_path):
+    serve_url = serve.url
     photo = encode(gradient_image(1280, 720), "JPEG")
     started = time.monotonic()
     response = httpx.post(
@@ -103,14 +106,16 @@ def test_submit_poll_download_over_http(serve_url, tmp_path):
     assert (info["frames"], info["width"], info["height"]) == (17, 832, 480)
 
 
-def test_bad_input_over_http_is_a_4xx_with_a_message(serve_url):
+def test_bad_input_over_http_is_a_4xx_with_a_message(serve):
+    serve_url = serve.url
     response = httpx.post(f"{serve_url}/v1/videos", files={"image": ("x.png", b"\x89PNG\r\n\x1a\n-broken")}, timeout=30)
     assert response.status_code == 400
     assert response.json()["error"]["field"] == "image"
     assert httpx.get(f"{serve_url}/v1/jobs/feed", timeout=10).status_code == 404
 
 
-def test_prompt_expansion_over_http_through_the_deployed_expander(serve_url):
+def test_prompt_expansion_over_http_through_the_deployed_expander(serve):
+    serve_url = serve.url
     response = httpx.post(
         f"{serve_url}/v1/prompts/expand", json={"prompt": "a dog runs on the beach", "seed": 4}, timeout=60
     )
@@ -121,3 +126,94 @@ def test_prompt_expansion_over_http_through_the_deployed_expander(serve_url):
     assert body["expanded"] or body["reason"] not in ("disabled", "unavailable", "timeout")
     again = httpx.post(f"{serve_url}/v1/prompts/expand", json={"prompt": "a dog runs on the beach", "seed": 4}).json()
     assert again["prompt"] == body["prompt"] and again["expanded"] == body["expanded"]
+
+
+def _submit_video(url: str, **fields) -> dict:
+    photo = encode(gradient_image(640, 480), "JPEG")
+    data = {key: str(value) for key, value in fields.items()}
+    response = httpx.post(f"{url}/v1/videos", files={"image": ("p.jpg", photo, "image/jpeg")}, data=data, timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def _wait(url: str, job_id: str, predicate, timeout_s: float = 300) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            job = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=5).json()
+            if predicate(job):
+                return job
+        except (httpx.HTTPError, ValueError):
+            pass  # the ingress may be restarting
+        assert time.monotonic() < deadline, f"timed out waiting on job {job_id}"
+        time.sleep(0.25)
+
+
+def test_killing_the_video_replica_mid_job_requeues_the_job(serve):
+    job = _submit_video(serve.url, duration_s=1, seed=8)
+    _wait(serve.url, job["id"], lambda j: j["status"] == "running" and j["step"] >= 1)
+    worker = serve.store.get(job["id"]).worker  # "video@host:pid:suffix"
+    pid = int(worker.split(":")[1])
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    requeued = _wait(serve.url, job["id"], lambda j: j["status"] != "running" or j["attempts"] > 1, timeout_s=120)
+    back = time.monotonic() - killed
+    done = _wait(serve.url, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    total = time.monotonic() - killed
+    print(
+        f"video replica killed mid-job: job left 'running' after {back:.1f} s ({requeued['status']}), "
+        f"reached {done['status']} {total:.1f} s after the kill"
+    )
+    assert done["status"] == "succeeded" and done["attempts"] == 2
+
+
+def test_killing_the_ingress_replica_loses_no_job(serve):
+    job = _submit_video(serve.url, duration_s=0.5, seed=9)
+    found = subprocess.run(["pgrep", "-f", "ServeReplica:vividflow:Ingress"], capture_output=True, text=True)
+    pids = [int(pid) for pid in found.stdout.split()]
+    assert pids, "no ingress replica process found"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    deadline = killed + 120
+    while True:
+        try:
+            if httpx.get(f"{serve.url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, "the ingress did not come back"
+        time.sleep(0.25)
+    answered = time.monotonic() - killed
+    done = _wait(serve.url, job["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    print(
+        f"ingress replica killed: API answered again after {answered:.1f} s; "
+        f"the job reached {done['status']} {time.monotonic() - killed:.1f} s after the kill"
+    )
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+
+
+def test_background_job_and_mask_preview_over_http(serve):
+    from tests.test_backgrounds_api import studio_photo
+
+    files = {"image": ("studio.png", studio_photo(), "image/png")}
+    preview = httpx.post(f"{serve.url}/v1/backgrounds/mask", files=files, data={"feather_px": "3"}, timeout=60)
+    assert preview.status_code == 200 and preview.headers["x-mask-stage"] == "classic"
+    started = time.monotonic()
+    response = httpx.post(
+        f"{serve.url}/v1/backgrounds", files=files, data={"scene_id": "beach_sunset", "steps": "4"}, timeout=60
+    )
+    assert response.status_code == 202, response.text
+    done = _wait(serve.url, response.json()["id"], lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    print(f"background job end to end over HTTP: {time.monotonic() - started:.1f} s")
+    assert done["status"] == "succeeded", done
+    assert done["result"]["details"]["mask"]["stage"] == "classic"
+    assert done["result"]["details"]["analysis"] is not None  # the ImageAnalyzer enriched the prompt
+    png = httpx.get(f"{serve.url}{done['result']['url']}", timeout=30)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+
+
+def test_metrics_and_analysis_over_http(serve):
+    photo = encode(gradient_image(320, 240), "JPEG")
+    analysis = httpx.post(f"{serve.url}/v1/analyze", files={"image": ("a.jpg", photo, "image/jpeg")}, timeout=60)
+    assert analysis.status_code == 200 and len(analysis.json()["scores"]) == 5

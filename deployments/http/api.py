@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
+from deployments import metrics
 from deployments.errors import ServiceNotReadyError
 from deployments.http.analyze_routes import analyze_router
+from deployments.http.background_routes import background_router
 from deployments.http.errors import install_error_handlers
 from deployments.http.job_routes import job_router
 from deployments.http.prompt_routes import prompt_router
@@ -14,10 +21,22 @@ from deployments.http.scene_routes import scene_template_router
 from deployments.http.services import ApiServices
 from deployments.http.template_routes import template_router
 from deployments.http.video_routes import video_router
+from deployments.job_worker import reap_once
+
+log = logging.getLogger(__name__)
 
 
 def create_api(services: ApiServices) -> FastAPI:
-    app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reaper = asyncio.create_task(_reap_forever(services)) if services.reap_jobs else None
+        yield
+        if reaper is not None:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+
+    app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     install_error_handlers(app)
 
     @app.get("/healthz")
@@ -28,10 +47,18 @@ def create_api(services: ApiServices) -> FastAPI:
             raise ServiceNotReadyError("the job store cannot be reached") from exc
         return {"status": "ok"}
 
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        # Outside Ray; inside a cluster the same names are on Ray's metrics port with Serve's tags.
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.prometheus_registry()), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(video_router(services))
     app.include_router(job_router(services))
     app.include_router(template_router())
     app.include_router(prompt_router(services))
+    app.include_router(background_router(services))
     app.include_router(analyze_router(_analyzer(services), services.max_upload_bytes, services.max_pixels))
     app.include_router(scene_template_router())
     return app
@@ -44,3 +71,15 @@ def _analyzer(services: ApiServices):
         return await services.analyze_image(image, prompt)
 
     return analyze
+
+
+async def _reap_forever(services: ApiServices) -> None:
+    """Re-queue or fail jobs whose worker stopped heartbeating, even when no worker of their kind is left."""
+    while True:
+        await asyncio.sleep(services.queue.reap_interval_s)
+        try:
+            await run_in_threadpool(reap_once, services.store, services.queue)
+            for kind in services.job_kinds:
+                metrics.queue_depth(kind, await run_in_threadpool(services.store.queue_depth, kind))
+        except Exception:
+            log.warning("reaping stale jobs failed; retrying in %.0f s", services.queue.reap_interval_s)

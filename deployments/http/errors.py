@@ -17,12 +17,14 @@ from pipelines.errors import (
     UnsupportedHardwareError,
     VividFlowError,
 )
+from pipelines.subject_mask import MaskUnusableError
 
 log = logging.getLogger(__name__)
 
 # Most specific class first: the first match wins.
 STATUS_BY_ERROR: tuple[tuple[type[VividFlowError], int], ...] = (
     (InputTooLargeError, 413),
+    (MaskUnusableError, 422),
     (InvalidInputError, 400),
     (JobNotFoundError, 404),
     (JobStateError, 409),

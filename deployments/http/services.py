@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from deployments.config import IngressConfig
-from deployments.dispatch import VideoDispatcher
+from deployments.config import IngressConfig, JobQueueConfig
 from deployments.job_store import JobStore
+from deployments.results import ResultFiles
 
 
 @dataclass
 class ApiServices:
     store: JobStore
-    video: VideoDispatcher
+    results: ResultFiles
     settings: IngressConfig
+    queue: JobQueueConfig = field(default_factory=JobQueueConfig)
+    # job kinds some model deployment works on; others are refused with 503
+    job_kinds: frozenset[str] = frozenset({"video"})
     # (prompt, seed) -> expansion dict; None when no PromptExpander is deployed
     expand_prompt: Callable[[str, int], Awaitable[dict]] | None = None
     # (image, prompt) -> analysis dict; None when no ImageAnalyzer is deployed
     analyze_image: Callable[[object, str | None], Awaitable[dict]] | None = None
+    # (image, composition, focus, feather_px) -> SubjectMask; None when no Segmenter is deployed
+    mask_subject: Callable[[object, str, str, int], Awaitable[object]] | None = None
+    # reap jobs whose worker stopped heartbeating, from this ingress too (workers may all be gone)
+    reap_jobs: bool = True
 
     @property
     def max_upload_bytes(self) -> int:

@@ -15,6 +15,7 @@ from deployments.http.forms import (
     read_image_bytes,
     text_field,
 )
+from deployments.http.job_submission import enqueue_job
 from deployments.http.prompt_routes import expand_for_request
 from deployments.http.services import ApiServices
 from pipelines.images import decode_image
@@ -104,8 +105,6 @@ def video_router(services: ApiServices) -> APIRouter:
             input_width=image.width,
             input_height=image.height,
         )
-        job = await run_in_threadpool(services.store.create, "video", params)
-        await services.video.submit(job.id, video_request)
-        return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+        return await enqueue_job(services, "video", params, video_request.image)
 
     return router

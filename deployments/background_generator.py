@@ -1,0 +1,152 @@
+"""``BackgroundGenerator``: the Ray Serve shim that runs background-replacement jobs end to end.
+
+Segmentation and image analysis run in their own deployments (smaller GPU fractions, their own
+scaling); this replica's :class:`JobWorker` claims a queued background job, asks them for the
+subject matte and the prompt enrichment, synthesises the background with SDXL (progress after
+every step, cancel at the next), composites, and records the PNG and the final state itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from deployments.config import BackgroundGeneratorConfig, JobQueueConfig, JobStoreConfig
+from deployments.job_outcome import call_deployment, recorded_outcome
+from deployments.job_store import Job, JobStore
+from deployments.job_worker import JobWorker
+from deployments.results import ResultFiles
+from deployments.stores import open_job_store, open_results
+from pipelines.background_job import BackgroundJobRequest
+from pipelines.compositing import composite_onto_background, fit_background
+from pipelines.images import encode_png
+from pipelines.subject_mask import SubjectMask
+
+log = logging.getLogger(__name__)
+
+REQUEST_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "composition",
+    "focus",
+    "feather_px",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "scene_id",
+    "enrich_prompt",
+)
+
+
+class BackgroundGenerator:
+    kind = "background"
+
+    def __init__(
+        self,
+        config: BackgroundGeneratorConfig,
+        store_config: JobStoreConfig,
+        queue_config: JobQueueConfig | None,
+        segmenter,
+        image_analyzer=None,
+        *,
+        pipeline=None,
+        store: JobStore | None = None,
+        results: ResultFiles | None = None,
+        start_worker: bool = True,
+    ) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.config = config
+        self.segmenter = segmenter
+        self.image_analyzer = image_analyzer
+        self.store = store or open_job_store(store_config)
+        self.results = results or open_results(store_config)
+        if pipeline is None:
+            from pipelines.sdxl_background import SdxlBackground
+
+            started = time.perf_counter()
+            pipeline = SdxlBackground.from_config(config.model)
+            log.info("background pipeline ready in %.1f s", time.perf_counter() - started)
+        self.pipeline = pipeline
+        self.worker = JobWorker(self.store, self.kind, self.run_job, queue_config or JobQueueConfig())
+        if start_worker:
+            self.worker.start()
+
+    def run_job(self, job: Job, worker: str) -> None:
+        with recorded_outcome(self.store, job.id, worker):
+            image = self.results.load_input(job.id)
+            request = BackgroundJobRequest(image=image, **{k: job.params[k] for k in REQUEST_FIELDS})
+            self.store.report_progress(job.id, 0, request.steps, worker=worker)
+            self._render(job.id, worker, request)
+
+    def _render(self, job_id: str, worker: str, request: BackgroundJobRequest) -> None:
+        from pipelines.sdxl_background import BackgroundRequest
+
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        mask: SubjectMask = call_deployment(
+            self.segmenter, "mask", request.image, request.composition, request.focus, request.feather_px
+        )
+        timings["segmentation"] = time.perf_counter() - clock
+        mask.require_usable()
+
+        prompt, analysis = request.prompt, None
+        if request.enrich_prompt and self.image_analyzer is not None:
+            clock = time.perf_counter()
+            analysis = call_deployment(self.image_analyzer, "analyze", request.image, request.prompt)
+            prompt = analysis["enriched_prompt"]
+            timings["analysis"] = time.perf_counter() - clock
+
+        synthesis = BackgroundRequest(
+            prompt=prompt,
+            width=request.image.width,
+            height=request.image.height,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            seed=request.seed,
+        )
+        result = self.pipeline(
+            synthesis,
+            progress=lambda step, total: self.store.report_progress(job_id, step, total, worker=worker),
+            should_cancel=lambda: self.store.is_cancel_requested(job_id),
+        )
+        timings.update(result.timings_s)
+        clock = time.perf_counter()
+        path, size = self._composite_and_save(job_id, request, result.image, mask.alpha)
+        timings["composite"] = time.perf_counter() - clock
+        details = {
+            "mask": mask.summary(),
+            "prompt_used": prompt,
+            "background_size": {"width": result.image.width, "height": result.image.height},
+            "analysis": {key: analysis[key] for key in ("subject", "warm", "bright")} if analysis else None,
+        }
+        info = {"path": str(path), "content_type": "image/png", "bytes": size, "details": details}
+        timings = {name: round(seconds, 4) for name, seconds in timings.items()}
+        if not self.store.succeed(job_id, info, timings, worker=worker):
+            path.unlink(missing_ok=True)
+
+    def _composite_and_save(self, job_id: str, request: BackgroundJobRequest, background, alpha: np.ndarray):
+        from PIL import Image
+
+        foreground = np.asarray(request.image)
+        backdrop = fit_background(np.asarray(background), foreground.shape[1], foreground.shape[0])
+        composite = composite_onto_background(foreground, backdrop, alpha)
+        data = encode_png(Image.fromarray(composite))
+        path = self.results.path_for(job_id, "png")
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
+        return path, len(data)
+
+    def check_health(self) -> None:
+        self.store.ping()
+        if not self.worker.alive:
+            raise RuntimeError("the job worker thread has stopped")
+
+    def __del__(self) -> None:
+        worker = getattr(self, "worker", None)
+        if worker is not None and worker.alive:
+            worker.stop(self.config.deployment.graceful_shutdown_timeout_s)
