@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray import serve
 
 from deployments.background_generator import BackgroundGenerator
-from deployments.config import AppConfig, DeploymentOptions
+from deployments.config import AppConfig, DeploymentOptions, JobStoreConfig
 from deployments.image_analyzer import ImageAnalyzerDeployment
 from deployments.ingress import Ingress
 from deployments.prompt_expander import PromptExpanderDeployment
@@ -13,7 +13,9 @@ from deployments.segmenter import SegmenterDeployment
 from deployments.video_generator import VideoGenerator
 
 
-def ray_options(options: DeploymentOptions) -> dict:
+def ray_options(
+    options: DeploymentOptions, *, job_kind: str | None = None, store: JobStoreConfig | None = None
+) -> dict:
     actor_options: dict = {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus}
     if options.memory_gb:
         actor_options["memory"] = int(options.memory_gb * 1024**3)
@@ -28,22 +30,34 @@ def ray_options(options: DeploymentOptions) -> dict:
         "graceful_shutdown_timeout_s": options.graceful_shutdown_timeout_s,
     }
     if options.autoscaling is not None:
-        ray["autoscaling_config"] = options.autoscaling.model_dump(exclude_none=True)
+        autoscaling = options.autoscaling.model_dump(exclude_none=True, exclude={"scale_on"})
+        if options.autoscaling.scale_on == "queued_jobs":
+            if job_kind is None or store is None:
+                raise ValueError("scale_on: queued_jobs applies only to VideoGenerator and BackgroundGenerator")
+            autoscaling["policy"] = {
+                "policy_function": "deployments.autoscaling:QueueDepthPolicy",
+                "policy_kwargs": {
+                    "job_store": store.model_dump(),
+                    "kind": job_kind,
+                    "jobs_per_replica": options.autoscaling.target_ongoing_requests,
+                },
+            }
+        ray["autoscaling_config"] = autoscaling
     else:
         ray["num_replicas"] = options.num_replicas
     return ray
 
 
-def _deployment(cls, name: str, options: DeploymentOptions):
-    return serve.deployment(cls, name=name, **ray_options(options))
+def _deployment(cls, name: str, options: DeploymentOptions, **queue):
+    return serve.deployment(cls, name=name, **ray_options(options, **queue))
 
 
 def build_application(config: AppConfig) -> serve.Application:
     store, queue = config.job_store, config.jobs
     workers = {
-        "video": _deployment(VideoGenerator, "VideoGenerator", config.video_generator.deployment).bind(
-            config.video_generator, store, queue
-        )
+        "video": _deployment(
+            VideoGenerator, "VideoGenerator", config.video_generator.deployment, job_kind="video", store=store
+        ).bind(config.video_generator, store, queue)
     }
     expander = analyzer = segmenter = None
     if config.prompt_expander is not None:
@@ -60,7 +74,11 @@ def build_application(config: AppConfig) -> serve.Application:
         )
     if config.background_generator is not None:
         workers["background"] = _deployment(
-            BackgroundGenerator, "BackgroundGenerator", config.background_generator.deployment
+            BackgroundGenerator,
+            "BackgroundGenerator",
+            config.background_generator.deployment,
+            job_kind="background",
+            store=store,
         ).bind(config.background_generator, store, queue, segmenter, analyzer)
     ingress = _deployment(Ingress, "Ingress", config.ingress.deployment)
     return ingress.bind(config.ingress, store, queue, workers, expander, analyzer, segmenter)

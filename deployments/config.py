@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.segmentation import SegmentationConfig
 from pydantic import Field, model_validator
 
 from pipelines.clip_analysis import AnalyzerConfig
 from pipelines.prompt_expansion import ExpanderConfig
 from pipelines.sdxl_background import BackgroundModelConfig
+from pipelines.segmentation import SegmentationConfig
 from pipelines.video_config import StrictModel, VideoModelConfig
 
 
@@ -51,6 +51,11 @@ class AutoscalingConfig(StrictModel):
     target_ongoing_requests: float = Field(default=1.0, gt=0)
     upscale_delay_s: float = Field(default=30.0, ge=0)
     downscale_delay_s: float = Field(default=600.0, ge=0)
+    scale_on: Literal["requests", "queued_jobs"] = Field(
+        default="requests",
+        description="`queued_jobs` for job-pulling deployments (VideoGenerator, BackgroundGenerator): one replica "
+        "per `target_ongoing_requests` queued or running jobs of their kind.",
+    )
 
 
 class DeploymentOptions(StrictModel):

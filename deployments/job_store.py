@@ -116,6 +116,9 @@ class JobStore(Protocol):
         ``(action, job_id)`` pairs, action being "requeued", "failed" or "cancelled".
         """
 
+    def active_jobs(self, kind: str) -> int:
+        """Queued plus running jobs of ``kind``: the autoscaler's measure of load."""
+
     def queue_depth(self, kind: str) -> int:
         """How many jobs of ``kind`` wait to be claimed."""
 

@@ -309,6 +309,18 @@ class RedisJobStore:
         with self._reachable():
             return int(self._redis.zcard(self.queue_key(kind)))
 
+    def active_jobs(self, kind: str) -> int:
+        """Queued plus running jobs of ``kind``; the running set spans kinds, so its members are looked up."""
+        with self._reachable():
+            running = self._redis.zrange(self._running_key, 0, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in running:
+                pipe.hget(self._job_key(_text(job_id)), "kind")
+            kinds = pipe.execute() if running else []
+            return int(self._redis.zcard(self.queue_key(kind))) + sum(
+                1 for k in kinds if k is not None and _text(k) == kind
+            )
+
     def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
         progress = step / total_steps if total_steps else 0.0
         values = {"step": str(step), "total_steps": str(total_steps), "progress": repr(progress)}
@@ -371,3 +383,7 @@ def _job(row: dict[str, str]) -> Job:
         attempts=int(row.get("attempts", "0")),  # hashes written before the queue have no attempts field
         heartbeat_at=float(row["heartbeat_at"]) if "heartbeat_at" in row else None,
     )
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -181,6 +181,11 @@ class SQLiteJobStore:
         with closing(self._connect()) as db:
             return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND kind = ?", (kind,)).fetchone()[0]
 
+    def active_jobs(self, kind: str) -> int:
+        with closing(self._connect()) as db:
+            query = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running') AND kind = ?"
+            return db.execute(query, (kind,)).fetchone()[0]
+
     def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
         owned, owner = _owned_by(worker)
         self._execute(

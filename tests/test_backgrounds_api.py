@@ -138,9 +138,26 @@ def test_bad_images_are_refused_for_backgrounds_and_masks(client):
         assert response.status_code == 400 and response.json()["error"]["field"] == "image"
 
 
-def test_a_flat_photo_reports_its_mask_instead_of_compositing_blindly(client):
+
+
+def test_a_mask_that_keeps_nothing_is_reported_and_not_composited(client):
+    # subject on the right, composition=left keeps only the (empty) left half
+    image = np.full((240, 320, 3), (236, 236, 240), np.uint8)
+    image[60:220, 230:300] = (40, 70, 150)
+    photo = encode(Image.fromarray(image), "PNG")
+    preview = _post(client, "/v1/backgrounds/mask", image=photo, composition="left")
+    assert preview.status_code == 200 and preview.headers["x-mask-status"] == "empty"
+    job = _post(client, "/v1/backgrounds", image=photo, prompt="a calm lake", composition="left", steps=4).json()
+    done = wait_for(client, job["id"], final)
+    assert done["status"] == "failed" and done["error"]["type"] == "mask_unusable"
+    assert "empty" in done["error"]["message"] and done["result"] is None
+
+
+def test_which_stage_each_test_image_ended_on(client):
     flat = encode(Image.new("RGB", (200, 150), (128, 128, 128)), "PNG")
-    preview = _post(client, "/v1/backgrounds/mask", image=flat)
-    assert preview.status_code == 200
-    # nothing stands out: the chain falls back to its last-resort shape and says so
-    assert preview.headers["x-mask-stage"] in ("ellipse", "classic")
+    stages = {
+        "studio": _post(client, "/v1/backgrounds/mask", image=studio_photo()).headers["x-mask-stage"],
+        "flat grey": _post(client, "/v1/backgrounds/mask", image=flat).headers["x-mask-stage"],
+    }
+    print(f"segmentation stage per test image: {stages}")
+    assert stages == {"studio": "classic", "flat grey": "ellipse"}

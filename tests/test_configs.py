@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from deployments.builder import ray_options
+from deployments.builder import build_application, ray_options
 from deployments.config import AppConfig, load_app_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
@@ -12,7 +12,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_there_are_configs():
     names = {path.name for path in CONFIGS}
-    assert {"local.yaml", "production.yaml"} <= names
+    assert {"local.yaml", "local-redis.yaml", "production.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -24,8 +24,9 @@ def test_every_config_validates(path):
     for application in document["applications"]:
         assert application["import_path"] == "serve_app:build_app"
         config = load_app_config(application["args"])
-        for options in (config.ingress.deployment, config.video_generator.deployment):
-            assert ray_options(options)["max_ongoing_requests"] >= 1
+        app = build_application(config)  # every Ray option applied, the deployment graph bound
+        assert app is not None
+        assert ray_options(config.ingress.deployment)["max_ongoing_requests"] >= 1
 
 
 def test_unknown_keys_are_rejected():
@@ -62,3 +63,13 @@ def test_relative_paths_are_resolved_once(tmp_path):
     assert resolved.video_generator.model.path == str(tmp_path / "models" / "wan")
     assert resolved.job_store.sqlite_path == str(tmp_path / "var" / "jobs.sqlite3")
     assert Path(resolved.job_store.results_dir).is_absolute()
+
+
+def test_local_redis_profile_differs_from_local_only_in_the_job_store():
+    local = yaml.safe_load((CONFIGS[0].parent / "local.yaml").read_text())["applications"][0]["args"]
+    redis = yaml.safe_load((CONFIGS[0].parent / "local-redis.yaml").read_text())["applications"][0]["args"]
+    local_config, redis_config = load_app_config(local), load_app_config(redis)
+    assert redis_config.job_store.backend == "redis"
+    assert redis_config.job_store.redis_url == "redis://127.0.0.1:6379/0"
+    for section in ("video_generator", "prompt_expander", "image_analyzer", "segmenter", "background_generator"):
+        assert getattr(redis_config, section).model == getattr(local_config, section).model, section
