@@ -10,9 +10,6 @@ gibberish: the tiny model exercises loading, templating, seeded sampling and the
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -155,30 +152,3 @@ def build_tiny_qwen(out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-def ensure_tiny_qwen(target: Path, seed: int = 0) -> Path:
-    """Return ``target``, building the tiny Qwen there first if it is missing or outdated.
-
-    Built in a temporary sibling folder and renamed into place, so replicas racing to build it never
-    load a half-written folder (the same scheme as ``pipelines.tiny_models.ensure_tiny_model``).
-    """
-    target = Path(target)
-    marker = target / BUILD_MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("version") == BUILDER_VERSION:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_QWEN}-", dir=target.parent))
-    try:
-        build_tiny_qwen(staging, seed=seed)
-        (staging / BUILD_MARKER).write_text(json.dumps({"version": BUILDER_VERSION, "seed": seed}))
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / BUILD_MARKER).exists():  # another process won the race only if it finished
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target

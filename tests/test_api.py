@@ -270,3 +270,21 @@ def test_analyze_through_the_in_process_analyzer(tmp_path, wan_pipeline, video_m
     assert body["subject"] == max(body["scores"], key=body["scores"].get)
     assert body["enriched_prompt"].startswith("at sunset")
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "image"
+
+
+def test_a_full_deployment_queue_becomes_429_not_500(tmp_path, wan_pipeline, video_model_config):
+    from ray.serve.exceptions import BackPressureError
+
+    async def busy(prompt: str, seed: int) -> dict:
+        raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
+
+    # expansion swallows outages by design; the analyzer does not, so it shows the mapping
+    async def busy_analyzer(image, prompt):
+        raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
+
+    with api_client(tmp_path, wan_pipeline, video_model_config, expand_prompt=busy, analyze_image=busy_analyzer) as c:
+        response = c.post("/v1/analyze", files={"image": ("a.jpg", PHOTO, "image/jpeg")})
+        expanded = c.post("/v1/prompts/expand", json={"prompt": "waves"}).json()
+    assert response.status_code == 429 and response.headers["retry-after"] == "5"
+    assert response.json()["error"]["type"] == "overloaded"
+    assert expanded["expanded"] is False and expanded["reason"] == "unavailable"

@@ -401,3 +401,17 @@ def test_podmonitor_scrapes_the_ray_metrics_port(rayservice):
         declared = group["template"]["spec"]["containers"][0]["ports"]
         assert any(p["name"] == "metrics" and p["containerPort"] == 8080 for p in declared), name
         assert group["rayStartParams"].get("metrics-export-port", "8080") == "8080", name
+
+
+def test_cluster_ingress_strips_ray_timeout_headers():
+    route = yaml.safe_load((REPO / "k8s" / "httproute.yaml").read_text())
+    assert route["kind"] == "HTTPRoute" and route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    removed = {
+        header
+        for rule in route["spec"]["rules"]
+        for f in rule.get("filters", [])
+        if f["type"] == "RequestHeaderModifier"
+        for header in f["requestHeaderModifier"]["remove"]
+    }
+    assert {"x-request-timeout-seconds", "x-request-disconnect-disabled"} <= removed
+    assert route["spec"]["rules"][0]["backendRefs"][0]["port"] == 8000

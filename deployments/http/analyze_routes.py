@@ -6,11 +6,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
-from deployments.http.forms import read_form, read_image_bytes, text_field
+from deployments.http.forms import read_form, read_image, text_field
 from pipelines.clip_analysis import validate_prompt
-from pipelines.images import decode_image
 
 ANALYZE_FIELDS = frozenset({"image", "prompt"})
 RESPONSE_KEYS = ("subject", "scores", "warm", "bright", "lighting", "atmosphere", "enriched_prompt")
@@ -27,8 +25,7 @@ def analyze_router(analyze_call: AnalyzeCall, max_upload_bytes: int, max_pixels:
         form = await read_form(request, ANALYZE_FIELDS, max_upload_bytes=max_upload_bytes)
         # Cheap checks first: a bad prompt should not cost an image decode.
         prompt = validate_prompt(text_field(form, "prompt"))
-        data = await read_image_bytes(form)
-        image = await run_in_threadpool(decode_image, data, max_bytes=max_upload_bytes, max_pixels=max_pixels)
+        image = await read_image(form, max_bytes=max_upload_bytes, max_pixels=max_pixels)
         result = await analyze_call(image, prompt)
         return {key: result[key] for key in RESPONSE_KEYS}
 

@@ -13,14 +13,13 @@ from deployments.http.forms import (
     float_field,
     int_field,
     read_form,
-    read_image_bytes,
+    read_image,
     text_field,
 )
 from deployments.http.job_submission import enqueue_job
 from deployments.http.services import ApiServices
 from pipelines.background_job import BackgroundJobRequest
 from pipelines.composition import validate_composition
-from pipelines.images import decode_image
 from pipelines.scene_templates import BASE_NEGATIVE_PROMPT, get_scene_template, negative_prompt_for
 from pipelines.sdxl_background import DEFAULT_GUIDANCE, DEFAULT_STEPS, background_size
 
@@ -43,10 +42,7 @@ def background_router(services: ApiServices) -> APIRouter:
     router = APIRouter()
 
     async def decoded_image(form):
-        data = await read_image_bytes(form)
-        return await run_in_threadpool(
-            decode_image, data, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels
-        )
+        return await read_image(form, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
 
     @router.post("/v1/backgrounds/mask")
     async def mask_preview(request: Request) -> Response:

@@ -85,5 +85,19 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _is_backpressure(exc):
+            # A model deployment's max_queued_requests is full (mask preview, analysis, expansion).
+            overloaded = ServiceOverloadedError(
+                "the service is busy with other requests of this kind; try again shortly", retry_after_s=5
+            )
+            return error_response(overloaded)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal error; the server log has details"), status_code=500)
+
+
+def _is_backpressure(exc: Exception) -> bool:
+    try:
+        from ray.serve.exceptions import BackPressureError
+    except ImportError:  # the HTTP app also runs without Ray
+        return False
+    return isinstance(exc, BackPressureError)

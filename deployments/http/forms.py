@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import secrets
 
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from pipelines.errors import InputTooLargeError, InvalidInputError
+from pipelines.images import decode_image
 
 MAX_FIELD_CHARS = 10_000
 
@@ -40,6 +42,12 @@ async def read_form(request: Request, allowed: frozenset[str], *, max_upload_byt
         if len(form.getlist(key)) > 1:
             raise InvalidInputError(f"field {key} was sent more than once", field=key)
     return form
+
+
+async def read_image(form: FormData, *, max_bytes: int, max_pixels: int, field: str = "image"):
+    """The uploaded image, decoded and normalised off the event loop (see ``pipelines.images``)."""
+    data = await read_image_bytes(form, field)
+    return await run_in_threadpool(decode_image, data, field=field, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
 async def read_image_bytes(form: FormData, field: str = "image") -> bytes:

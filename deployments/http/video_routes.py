@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from deployments.http.forms import (
     bool_field,
@@ -12,13 +11,12 @@ from deployments.http.forms import (
     float_field,
     int_field,
     read_form,
-    read_image_bytes,
+    read_image,
     text_field,
 )
 from deployments.http.job_submission import enqueue_job
 from deployments.http.prompt_routes import expand_for_request
 from deployments.http.services import ApiServices
-from pipelines.images import decode_image
 from pipelines.motion_templates import compose_prompt
 from pipelines.video_plan import plan_video
 from pipelines.video_request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, VideoRequest, validate_video_params
@@ -45,10 +43,7 @@ def video_router(services: ApiServices) -> APIRouter:
     router = APIRouter()
 
     async def decoded_image(form):
-        data = await read_image_bytes(form)
-        return await run_in_threadpool(
-            decode_image, data, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels
-        )
+        return await read_image(form, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
 
     @router.post("/v1/videos/plan")
     async def plan(request: Request) -> dict:
