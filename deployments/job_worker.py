@@ -97,9 +97,8 @@ class JobWorker:
             job = self.store.get(job_id)
         except Exception:
             return
-        if job.is_final:
-            latency = job.finished_at - job.created_at if job.finished_at else None
-            metrics.job_finished(job.kind, job.status, latency)
+        if job.is_final and job.worker == self.name:  # a reaped-and-reassigned job is counted by its new owner
+            record_finished(job)
             metrics.stage_durations(job.kind, job.timings)
 
     def _heartbeat(self, job_id: str, done: threading.Event) -> None:
@@ -122,4 +121,11 @@ def reap_once(store: JobStore, queue: JobQueueConfig) -> list[tuple[str, str]]:
     for outcome, job_id in outcomes:
         log.warning("job %s %s: its worker stopped heartbeating", job_id, outcome)
         metrics.jobs_reaped(outcome)
+        if outcome != "requeued":
+            record_finished(store.get(job_id))
     return outcomes
+
+
+def record_finished(job: Job) -> None:
+    latency = job.finished_at - job.created_at if job.finished_at else None
+    metrics.job_finished(job.kind, job.status, latency)

@@ -14,6 +14,7 @@ import time
 
 from PIL import Image
 
+from deployments import metrics
 from pipelines.segmentation import SegmentationConfig
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ class SegmenterDeployment:
         """The matte after the composition controls (``pipelines.subject_mask.SubjectMask``): preview and jobs."""
         from pipelines.subject_mask import subject_mask
 
-        return await asyncio.to_thread(subject_mask, self.segmenter, image, composition, focus, feather_px)
+        mask = await asyncio.to_thread(subject_mask, self.segmenter, image, composition, focus, feather_px)
+        metrics.segmentation_stage(mask.stage)
+        return mask
 
     def check_health(self) -> None:
         # Sessions are loaded in the constructor and hold no connections: a live replica is a healthy one.

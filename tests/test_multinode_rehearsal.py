@@ -277,10 +277,9 @@ def test_production_shaped_config_on_a_head_and_a_gpu_worker(rehearsal, tmp_path
     for name, options in sections.items():
         for key in ("num_gpus", "num_replicas", "max_ongoing_requests", "autoscaling"):
             assert options.get(key) == production[name].get(key), (name, key)
-    asked = sum(
-        options["num_gpus"] * ((options.get("autoscaling") or {}).get("max_replicas") or options.get("num_replicas", 1))
-        for options in sections.values()
-    )
+    # what is deployed at start: autoscaled deployments begin at their minimum (queue-driven ones grow
+    # only with queued jobs, and KubeRay adds GPU workers for them)
+    asked = sum(options["num_gpus"] * _initial_replicas(options) for options in sections.values())
     assert asked <= WORKER_GPUS, f"production asks for {asked:g} GPUs; the rehearsal's worker declares {WORKER_GPUS}"
     config_path = tmp_path / "production-shaped.yaml"
     config_path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -387,3 +386,10 @@ def test_production_shaped_config_on_a_head_and_a_gpu_worker(rehearsal, tmp_path
         f"deploy to healthy {timings['deploy_to_healthy_s']} s, "
         f"0.5 s video job end to end {timings['video_job_end_to_end_s']} s"
     )
+
+
+def _initial_replicas(options: dict) -> int:
+    autoscaling = options.get("autoscaling") or {}
+    if autoscaling:
+        return autoscaling.get("initial_replicas") or autoscaling.get("min_replicas", 1)
+    return options.get("num_replicas", 1)

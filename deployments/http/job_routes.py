@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from deployments.errors import JobStateError
 from deployments.http.services import ApiServices
+from deployments.job_worker import record_finished
 
 EVENT_POLL_S = 0.25
 KEEPALIVE_S = 15.0
@@ -40,7 +41,11 @@ def job_router(services: ApiServices) -> APIRouter:
 
     @router.post("/v1/jobs/{job_id}/cancel")
     async def cancel_job(job_id: str) -> dict:
-        return (await run_in_threadpool(store.request_cancel, job_id)).public()
+        before = await run_in_threadpool(store.get, job_id)
+        job = await run_in_threadpool(store.request_cancel, job_id)
+        if before.status == "queued" and job.status == "cancelled":  # no worker will ever count this one
+            record_finished(job)
+        return job.public()
 
     @router.get("/v1/jobs/{job_id}/events")
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
