@@ -31,6 +31,7 @@ class VideoResult:
     seed: int
     timings_s: dict[str, float] = field(default_factory=dict)
     experts_per_step: list[str] = field(default_factory=list)
+    step_timings_s: list[float] = field(default_factory=list)  # each denoising step, in order
 
     @property
     def width(self) -> int:
@@ -115,6 +116,7 @@ class WanImageToVideo:
         boundary = None if self.boundary_ratio is None else self.boundary_ratio * scheduler.config.num_train_timesteps
         total = len(timesteps)
         experts: list[str] = []
+        step_timings: list[float] = []
         timings["denoise_high_noise"] = timings["denoise_low_noise"] = 0.0
         for index, t in enumerate(timesteps):
             if should_cancel is not None and should_cancel():
@@ -138,7 +140,8 @@ class WanImageToVideo:
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]
             stage = "high_noise" if high_noise else "low_noise"
             experts.append(stage)
-            timings[f"denoise_{stage}"] += clock.lap()
+            step_timings.append(clock.lap())
+            timings[f"denoise_{stage}"] += step_timings[-1]
             if progress is not None:
                 progress(index + 1, total)
         if should_cancel is not None and should_cancel():
@@ -146,7 +149,14 @@ class WanImageToVideo:
 
         frames = self._decode(latents)
         timings["vae_decode"] = clock.lap()
-        return VideoResult(frames=frames, fps=plan.fps, seed=request.seed, timings_s=timings, experts_per_step=experts)
+        return VideoResult(
+            frames=frames,
+            fps=plan.fps,
+            seed=request.seed,
+            timings_s=timings,
+            experts_per_step=experts,
+            step_timings_s=step_timings,
+        )
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         vae = self.pipe.vae
