@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import Field
 
 from pipelines.errors import InvalidInputError, JobCancelledError, ModelNotFoundError
 from pipelines.scene_templates import BASE_NEGATIVE_PROMPT
+from pipelines.stage_clock import StageClock
 from pipelines.video_config import StrictModel
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class SdxlBackground:
         width, height = background_size(request.width, request.height)
         if should_cancel is not None and should_cancel():
             raise JobCancelledError("cancelled before it started")
-        clock = _StageClock(device)
+        clock = StageClock(device)
         timings: dict[str, float] = {}
         uses_guidance = request.guidance_scale > 1.0
         # An empty negative prompt becomes None so the pipeline uses zero embeddings, as SDXL base expects.
@@ -307,20 +307,3 @@ def _pipeline_folder(config: BackgroundModelConfig) -> Path:
             field="variant",
         )
     return path
-
-
-class _StageClock:
-    """Wall time between laps, synchronising the GPU so each stage is charged its own work."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-        self.last = time.perf_counter()
-
-    def lap(self) -> float:
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        elapsed, self.last = now - self.last, now
-        return elapsed

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import JobCancelledError
+from pipelines.stage_clock import StageClock
 from pipelines.video_plan import plan_video, prepare_image
 from pipelines.video_request import VideoRequest
 
@@ -79,7 +79,7 @@ class WanImageToVideo:
         timings: dict[str, float] = {}
         uses_guidance = max(request.guidance_scale, request.guidance_scale_2) > 1.0
 
-        clock = _StageClock(device)
+        clock = StageClock(device)
         prompt_embeds, negative_embeds = pipe.encode_prompt(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -168,18 +168,3 @@ class WanImageToVideo:
         video = vae.decode(latents, return_dict=False)[0]  # (1, 3, F, H, W) in [-1, 1]
         video = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return video.permute(1, 2, 3, 0).cpu().numpy()
-
-
-class _StageClock:
-    """Wall time between laps, synchronising the GPU so each stage is charged its own work."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.last = time.perf_counter()
-
-    def lap(self) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        now = time.perf_counter()
-        elapsed, self.last = now - self.last, now
-        return elapsed
