@@ -28,13 +28,13 @@ import numpy as np  # noqa: E402
 from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.classic_segmentation import classic_foreground_alpha  # noqa: E402
-from pipelines.compositing import (  # noqa: E402
+from pipelines.background.compositor import (  # noqa: E402
     composite_onto_background,
     linear_to_srgb,
     plain_alpha_blend,
     srgb_to_linear,
 )
+from pipelines.background.segmentation.classic import classic_foreground_alpha  # noqa: E402
 
 SS = 4  # supersampling factor for drawing: gives true fractional coverage on edges and strands
 

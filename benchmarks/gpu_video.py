@@ -180,7 +180,7 @@ def _substituted(settings: dict, cpu: bool) -> tuple[dict, list[str]]:
 
 
 def video_config(settings: dict, *, path: str, device: str, lora_dir: Path | None, prequantized: Path | None = None):
-    from pipelines.video_config import LoraFuseConfig, VideoModelConfig
+    from pipelines.video.config import LoraFuseConfig, VideoModelConfig
 
     lora = None
     if lora_dir is not None:
@@ -228,7 +228,7 @@ def random_wan_pipeline(
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline
     from transformers import AutoTokenizer
 
-    from pipelines.tiny_models import TINY_WAN_I2V, ensure_tiny_model
+    from pipelines.tiny.build import TINY_WAN_I2V, ensure_tiny_model
 
     # Only the tokenizer comes from the tiny model: prompts are padded to 512 tokens either way.
     tokenizer = AutoTokenizer.from_pretrained(
@@ -289,9 +289,9 @@ def build_video(variant: dict, args, device, lora_dir: Path | None):
     """The variant's WanImageToVideo, and the seconds it took to be ready."""
     import torch
 
-    from pipelines.devices import DTYPES
-    from pipelines.wan_i2v import WanImageToVideo
-    from pipelines.wan_loading import check_runtime_options, configure_pipeline
+    from pipelines.common.devices import DTYPES
+    from pipelines.video.loading import check_runtime_options, configure_pipeline
+    from pipelines.video.wan_i2v import WanImageToVideo
 
     if args.tiny:
         config = video_config(variant["settings"], path=str(args.tiny_path), device="cpu", lora_dir=lora_dir)
@@ -310,7 +310,7 @@ def build_video(variant: dict, args, device, lora_dir: Path | None):
 
 
 def measure(video, args, device, workdir: Path) -> dict:
-    from pipelines.video_request import VideoRequest
+    from pipelines.video.request import VideoRequest
 
     image = synthetic_photo(WIDTH, HEIGHT, seed=args.seed)
     results = {}
@@ -334,7 +334,7 @@ def measure(video, args, device, workdir: Path) -> dict:
 def one_run(video, request, frames: int, device, workdir: Path) -> tuple[dict, float | None]:
     import torch
 
-    from pipelines.media import export_mp4
+    from pipelines.common.media import export_mp4
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -356,7 +356,7 @@ def one_run(video, request, frames: int, device, workdir: Path) -> tuple[dict, f
 def run_variant(variant: dict, args, device, workdir: Path, lora_dir: Path | None) -> dict:
     import torch
 
-    from pipelines.errors import UnsupportedHardwareError
+    from pipelines.common.errors import UnsupportedHardwareError
 
     record = {**variant, "status": "ok", "error": None, "load_s": None, "load_peak_gpu_mem_gib": None, "results": {}}
     _progress(f"variant {variant['name']}: {variant['overrides'] or 'VividFlow recipe'}")
@@ -382,7 +382,7 @@ def run_variant(variant: dict, args, device, workdir: Path, lora_dir: Path | Non
 def cold_start(args, device, workdir: Path, lora_dir: Path, settings: dict) -> dict:
     """Time to ready: fuse-and-quantise at start against loading a prepared folder."""
     if args.tiny:
-        from pipelines.tiny_models import tiny_wan_expert
+        from pipelines.tiny.wan import tiny_wan_expert
 
         # The full-size routine too, on the tiny expert, so the CPU smoke test runs its code.
         tiny_config = {k: v for k, v in tiny_wan_expert().config.items() if not k.startswith("_")}
@@ -395,8 +395,8 @@ def cold_start(args, device, workdir: Path, lora_dir: Path, settings: dict) -> d
 
 def _cold_start_pipeline(args, workdir: Path, lora_dir: Path, settings: dict) -> dict:
     """Tiny model, whole pipeline, through WanImageToVideo.from_config both ways."""
-    from pipelines.prepare_checkpoint import prepare_checkpoint
-    from pipelines.wan_i2v import WanImageToVideo
+    from pipelines.video.prepare_checkpoint import prepare_checkpoint
+    from pipelines.video.wan_i2v import WanImageToVideo
 
     config = video_config(settings, path=str(args.tiny_path), device="cpu", lora_dir=lora_dir)
     prepared_dir = workdir / "prepared"
@@ -434,9 +434,10 @@ def cold_start_expert(args, device, workdir: Path, lora_dir: Path, settings: dic
     import torch
     from diffusers import UniPCMultistepScheduler, WanImageToVideoPipeline, WanTransformer3DModel
 
-    from pipelines.devices import DTYPES
-    from pipelines.prepare_checkpoint import load_torchao_expert, save_torchao_expert, torchao_round_trip
-    from pipelines.wan_loading import fuse_lora, quantize_module
+    from pipelines.common.devices import DTYPES
+    from pipelines.video.loading import fuse_lora, quantize_module
+    from pipelines.video.prepare_checkpoint import save_torchao_expert, torchao_round_trip
+    from pipelines.video.prepared_experts import load_torchao_expert
 
     config = video_config(settings, path="<random weights>", device=device.type, lora_dir=lora_dir)
     dtype = DTYPES[config.dtype]
@@ -607,7 +608,7 @@ def main(argv=None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if args.tiny:
-        from pipelines.tiny_models import TINY_WAN_I2V, TINY_WAN_LORA, ensure_tiny_model
+        from pipelines.tiny.build import TINY_WAN_I2V, TINY_WAN_LORA, ensure_tiny_model
 
         args.tiny_path = ensure_tiny_model(TINY_WAN_I2V, _tiny_root() / TINY_WAN_I2V)
         lora_dir = ensure_tiny_model(TINY_WAN_LORA, _tiny_root() / TINY_WAN_LORA)

@@ -79,7 +79,7 @@ BASELINE = {"dtype": "float16", "vae_dtype": "float16", "variant": "fp16", "vae_
 ABLATIONS = {
     "vae_bf16": {"vae_dtype": "bfloat16"},
     "vae_tiling": {"vae_tiling": True},
-    # Not BackgroundModelConfig options yet: reported as unavailable until pipelines/sdxl_background.py has them.
+    # Not BackgroundModelConfig options yet: reported as unavailable until pipelines/background/sdxl.py has them.
     "compile": {"compile": "regional"},
     "attention_backend": {"attention_backend": "_native_cudnn"},
 }
@@ -129,7 +129,7 @@ def random_sdxl_folder(folder: Path, device, *, seed: int = 0, small: dict | Non
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pipelines.tiny_sdxl import build_tokenizer
+    from pipelines.tiny.sdxl import build_tokenizer
 
     torch.manual_seed(seed)
     tokenizer, tokenizer_2 = build_tokenizer(), build_tokenizer(pad_token="!")
@@ -183,8 +183,8 @@ def random_sdxl_folder(folder: Path, device, *, seed: int = 0, small: dict | Non
 
 
 def run_variant(variant: dict, args, device, model_path: Path) -> dict:
-    from pipelines.errors import UnsupportedHardwareError
-    from pipelines.sdxl_background import BackgroundModelConfig, SdxlBackground
+    from pipelines.background.sdxl import BackgroundModelConfig, SdxlBackground
+    from pipelines.common.errors import UnsupportedHardwareError
 
     record = {**variant, "status": "ok", "error": None, "load_s": None, "results": {}}
     print(f"variant {variant['name']}: {variant['overrides'] or 'VividFlow recipe'}", file=sys.stderr, flush=True)
@@ -192,7 +192,7 @@ def run_variant(variant: dict, args, device, model_path: Path) -> dict:
     if missing:
         record.update(
             status="unavailable",
-            error=f"BackgroundModelConfig has no {', '.join(missing)} option yet (pipelines/sdxl_background.py)",
+            error=f"BackgroundModelConfig has no {', '.join(missing)} option yet (pipelines/background/sdxl.py)",
         )
         return record
     background = None
@@ -212,7 +212,7 @@ def run_variant(variant: dict, args, device, model_path: Path) -> dict:
 
 
 def measure(background, args, device) -> dict:
-    from pipelines.sdxl_background import BackgroundRequest
+    from pipelines.background.sdxl import BackgroundRequest
 
     request = BackgroundRequest(
         prompt=PROMPT, width=args.size, height=args.size, steps=args.steps, guidance_scale=GUIDANCE, seed=args.seed
@@ -295,8 +295,8 @@ def main(argv=None) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if args.tiny:
-        from pipelines.tiny_models import ensure_tiny_model
-        from pipelines.tiny_sdxl import TINY_SDXL
+        from pipelines.tiny.build import ensure_tiny_model
+        from pipelines.tiny.sdxl import TINY_SDXL
 
         root = Path(os.environ.get("VIVIDFLOW_MODELS", Path(__file__).resolve().parents[1] / ".cache" / "models"))
         model_path = ensure_tiny_model(TINY_SDXL, root / TINY_SDXL)

@@ -39,7 +39,7 @@ class QueueDepthPolicy:
 
     def _poll(self) -> int:
         if self._store is None:
-            from deployments.stores import open_job_store
+            from deployments.jobs.connect import open_job_store
 
             self._store = open_job_store(self.store_config)
         return self._store.active_jobs(self.kind)

@@ -9,21 +9,21 @@ every step, cancel at the next), composites, and records the PNG and the final s
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
 
 from deployments.config import BackgroundGeneratorConfig, JobQueueConfig, JobStoreConfig
-from deployments.job_outcome import call_deployment, recorded_outcome
-from deployments.job_store import Job, JobStore
-from deployments.job_worker import JobWorker
-from deployments.results import ResultFiles
-from deployments.stores import open_job_store, open_results
-from pipelines.background_job import BackgroundJobRequest
-from pipelines.compositing import composite_onto_background, fit_background
-from pipelines.images import encode_png
-from pipelines.subject_mask import SubjectMask
+from deployments.jobs.connect import open_job_store, open_results
+from deployments.jobs.outcome import call_deployment, recorded_outcome
+from deployments.jobs.results import ResultFiles
+from deployments.jobs.store import Job, JobStore
+from deployments.jobs.worker import JobWorker
+from pipelines.background.compositor import composite_onto_background, fit_background
+from pipelines.background.job import BackgroundJobRequest
+from pipelines.background.subject_mask import SubjectMask
+from pipelines.common.files import write_atomically
+from pipelines.common.images import encode_png
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ class BackgroundGenerator:
         self.store = store or open_job_store(store_config)
         self.results = results or open_results(store_config)
         if pipeline is None:
-            from pipelines.sdxl_background import SdxlBackground
+            from pipelines.background.sdxl import SdxlBackground
+            from pipelines.tiny.provision import provision_tiny_models
 
             started = time.perf_counter()
+            provision_tiny_models(config.model)
             pipeline = SdxlBackground.from_config(config.model)
             log.info("background pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline
@@ -82,7 +84,7 @@ class BackgroundGenerator:
             self._render(job.id, worker, request)
 
     def _render(self, job_id: str, worker: str, request: BackgroundJobRequest) -> None:
-        from pipelines.sdxl_background import BackgroundRequest
+        from pipelines.background.sdxl import BackgroundRequest
 
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -135,11 +137,7 @@ class BackgroundGenerator:
         backdrop = fit_background(np.asarray(background), foreground.shape[1], foreground.shape[0])
         composite = composite_onto_background(foreground, backdrop, alpha)
         data = encode_png(Image.fromarray(composite))
-        path = self.results.path_for(job_id, "png")
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
-        return path, len(data)
+        return write_atomically(self.results.path_for(job_id, "png"), data), len(data)
 
     def check_health(self) -> None:
         self.store.ping()

@@ -7,11 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.clip_analysis import AnalyzerConfig
-from pipelines.prompt_expansion import ExpanderConfig
-from pipelines.sdxl_background import BackgroundModelConfig
-from pipelines.segmentation import SegmentationConfig
-from pipelines.video_config import StrictModel, VideoModelConfig
+from pipelines.background.clip_analysis import AnalyzerConfig
+from pipelines.background.sdxl import BackgroundModelConfig
+from pipelines.background.segmentation.chain import SegmentationConfig
+from pipelines.common.config import StrictModel
+from pipelines.prompts.expansion import ExpanderConfig
+from pipelines.video.config import VideoModelConfig
 
 
 class JobStoreConfig(StrictModel):

@@ -1,8 +1,8 @@
-"""Errors raised by the serving layer itself (the pipelines' errors live in ``pipelines.errors``)."""
+"""Errors raised by the serving layer itself (the pipelines' errors live in ``pipelines.common.errors``)."""
 
 from __future__ import annotations
 
-from pipelines.errors import VividFlowError
+from pipelines.common.errors import VividFlowError
 
 
 class JobNotFoundError(VividFlowError):

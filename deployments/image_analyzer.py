@@ -13,7 +13,7 @@ import time
 
 from PIL import Image
 
-from pipelines.clip_analysis import AnalyzerConfig
+from pipelines.background.clip_analysis import AnalyzerConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +22,11 @@ class ImageAnalyzerDeployment:
     def __init__(self, config: AnalyzerConfig, *, analyzer=None) -> None:
         self.config = config
         if analyzer is None:
-            from pipelines.clip_analysis import ImageAnalyzer
+            from pipelines.background.clip_analysis import ImageAnalyzer
+            from pipelines.tiny.provision import provision_tiny_models
 
             started = time.perf_counter()
+            provision_tiny_models(config)
             analyzer = ImageAnalyzer.from_config(config)
             log.info("image analyzer ready in %.1f s", time.perf_counter() - started)
         self.analyzer = analyzer

@@ -13,7 +13,7 @@ from ray import serve
 from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig
 from deployments.http.api import create_api
 from deployments.http.services import ApiServices
-from deployments.stores import open_job_store, open_results
+from deployments.jobs.connect import open_job_store, open_results
 
 
 @serve.ingress()

@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from pipelines.errors import InvalidInputError
+from pipelines.common.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the real import happens in the replica only (it brings torch and transformers)
-    from pipelines.prompt_expansion import ExpanderConfig, PromptExpander
+    from pipelines.prompts.expansion import ExpanderConfig, PromptExpander
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,11 @@ class PromptExpanderDeployment:
     def __init__(self, config: ExpanderConfig, *, expander: PromptExpander | None = None) -> None:
         self.config = config
         if expander is None:
-            from pipelines.prompt_expansion import PromptExpander
+            from pipelines.prompts.expansion import PromptExpander
+            from pipelines.tiny.provision import provision_tiny_models
 
             started = time.perf_counter()
+            provision_tiny_models(config)
             expander = PromptExpander.from_config(config)
             log.info("prompt expander ready in %.1f s", time.perf_counter() - started)
         self.expander = expander

@@ -15,7 +15,7 @@ import time
 from PIL import Image
 
 from deployments import metrics
-from pipelines.segmentation import SegmentationConfig
+from pipelines.background.segmentation.chain import SegmentationConfig
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,11 @@ class SegmenterDeployment:
     def __init__(self, config: SegmentationConfig, *, segmenter=None) -> None:
         self.config = config
         if segmenter is None:
-            from pipelines.segmentation import Segmenter
+            from pipelines.background.segmentation.chain import Segmenter
+            from pipelines.tiny.provision import provision_tiny_models
 
             started = time.perf_counter()
+            provision_tiny_models(config)
             segmenter = Segmenter.from_config(config)
             log.info("segmenter ready in %.1f s", time.perf_counter() - started)
         self.segmenter = segmenter
@@ -37,8 +39,8 @@ class SegmenterDeployment:
         return {"alpha": result.alpha, "stage": result.stage, "attempts": result.attempts, "cartoon": result.cartoon}
 
     async def mask(self, image: Image.Image, composition: str, focus: str, feather_px: int):
-        """The matte after the composition controls (``pipelines.subject_mask.SubjectMask``): preview and jobs."""
-        from pipelines.subject_mask import subject_mask
+        """The matte after the composition controls (``SubjectMask``): the mask preview and background jobs use it."""
+        from pipelines.background.subject_mask import subject_mask
 
         mask = await asyncio.to_thread(subject_mask, self.segmenter, image, composition, focus, feather_px)
         metrics.segmentation_stage(mask.stage)

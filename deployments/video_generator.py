@@ -11,13 +11,13 @@ import logging
 import time
 
 from deployments.config import JobQueueConfig, JobStoreConfig, VideoGeneratorConfig
-from deployments.job_outcome import recorded_outcome
-from deployments.job_store import Job, JobStore
-from deployments.job_worker import JobWorker
-from deployments.results import ResultFiles
-from deployments.stores import open_job_store, open_results
-from pipelines.media import export_mp4
-from pipelines.video_request import VideoRequest
+from deployments.jobs.connect import open_job_store, open_results
+from deployments.jobs.outcome import recorded_outcome
+from deployments.jobs.results import ResultFiles
+from deployments.jobs.store import Job, JobStore
+from deployments.jobs.worker import JobWorker
+from pipelines.common.media import export_mp4
+from pipelines.video.request import VideoRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,11 @@ class VideoGenerator:
         self.store = store or open_job_store(store_config)
         self.results = results or open_results(store_config)
         if pipeline is None:
-            from pipelines.wan_i2v import WanImageToVideo
+            from pipelines.tiny.provision import provision_tiny_models
+            from pipelines.video.wan_i2v import WanImageToVideo
 
             started = time.perf_counter()
+            provision_tiny_models(config.model)
             pipeline = WanImageToVideo.from_config(config.model)
             log.info("video pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline

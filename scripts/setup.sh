@@ -17,4 +17,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 echo "==> building tiny offline models into .cache/models"
-.venv/bin/python -m pipelines.tiny_models --out .cache/models 2>&1 | grep -v -E "Warning|warn|torchao|register_constant|Writing model shards" || true
+.venv/bin/python -m pipelines.tiny --out .cache/models 2>&1 | grep -v -E "Warning|warn|torchao|register_constant|Writing model shards" || true

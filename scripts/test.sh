@@ -14,4 +14,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache  # the layering contracts in pyproject.toml
 exec .venv/bin/python -m pytest "$@"

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig, VideoGeneratorConfig
 from deployments.http.api import create_api
 from deployments.http.services import ApiServices
-from deployments.results import ResultFiles
-from deployments.sqlite_job_store import SQLiteJobStore
+from deployments.jobs.results import ResultFiles
+from deployments.jobs.sqlite_store import SQLiteJobStore
 from deployments.video_generator import VideoGenerator
 
 # Fast polling and short leases so queue behaviour shows up within a test's patience.

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_models_dir() -> Path:
     """The tiny models live in the repo's cache (built by scripts/setup.sh), rebuilt here if missing."""
-    from pipelines.tiny_models import TINY_WAN_I2V, ensure_tiny_model
+    from pipelines.tiny.build import TINY_WAN_I2V, ensure_tiny_model
 
     root = REPO / ".cache" / "models"
     ensure_tiny_model(TINY_WAN_I2V, root / TINY_WAN_I2V)
@@ -24,20 +24,20 @@ def tiny_models_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_wan_path(tiny_models_dir: Path) -> Path:
-    from pipelines.tiny_models import TINY_WAN_I2V
+    from pipelines.tiny.build import TINY_WAN_I2V
 
     return tiny_models_dir / TINY_WAN_I2V
 
 
 @pytest.fixture(scope="session")
 def video_model_config(tiny_wan_path: Path):
-    from pipelines.video_config import VideoModelConfig
+    from pipelines.video.config import VideoModelConfig
 
     return VideoModelConfig(path=str(tiny_wan_path), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="session")
 def wan_pipeline(video_model_config):
-    from pipelines.wan_i2v import WanImageToVideo
+    from pipelines.video.wan_i2v import WanImageToVideo
 
     return WanImageToVideo.from_config(video_model_config)

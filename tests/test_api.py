@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from pipelines.media import probe_video
-from pipelines.video_plan import output_size
+from pipelines.common.media import probe_video
+from pipelines.video.plan import output_size
 from tests.api_harness import api_client, final, wait_for
 from tests.images import encode, gradient_image
 from tests.test_images import _png_header_only
@@ -192,7 +192,7 @@ def test_a_failing_render_ends_failed_not_running(tmp_path, video_model_config):
 
 
 def test_template_id_selects_a_prompt_and_the_user_prompt_extends_it(client):
-    from pipelines.motion_templates import get_motion_template
+    from pipelines.video.motion_templates import get_motion_template
 
     template = get_motion_template("portrait_subtle.soft_smile")
     job = _submit(client, duration_s=0.5, template_id=template.id, prompt="golden hour light").json()
@@ -253,7 +253,7 @@ def test_analyze_is_503_when_no_analyzer_is_deployed(client):
 
 def test_analyze_through_the_in_process_analyzer(tmp_path, wan_pipeline, video_model_config):
     from deployments.image_analyzer import ImageAnalyzerDeployment
-    from pipelines.clip_analysis import AnalyzerConfig
+    from pipelines.background.clip_analysis import AnalyzerConfig
 
     analyzer = ImageAnalyzerDeployment(
         AnalyzerConfig(checkpoint=str(tmp_path / "clip"), tiny_model="tiny-open-clip", device="cpu")

@@ -8,7 +8,7 @@ import pytest
 from deployments.autoscaling import QueueDepthPolicy, desired_replicas
 from deployments.builder import ray_options
 from deployments.config import AutoscalingConfig, DeploymentOptions, JobStoreConfig
-from deployments.sqlite_job_store import SQLiteJobStore
+from deployments.jobs.sqlite_store import SQLiteJobStore
 
 
 @pytest.mark.parametrize(

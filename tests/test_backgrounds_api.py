@@ -9,8 +9,8 @@ from PIL import Image
 from deployments.background_generator import BackgroundGenerator
 from deployments.config import BackgroundGeneratorConfig
 from deployments.segmenter import SegmenterDeployment
-from pipelines.sdxl_background import BackgroundModelConfig, SdxlBackground, background_size
-from pipelines.segmentation import SegmentationConfig
+from pipelines.background.sdxl import BackgroundModelConfig, SdxlBackground, background_size
+from pipelines.background.segmentation.chain import SegmentationConfig
 from tests.api_harness import api_client, final, wait_for
 from tests.images import encode
 
@@ -30,11 +30,13 @@ def studio_photo(width: int = 320, height: int = 240) -> bytes:
 
 @pytest.fixture(scope="module")
 def sdxl(tiny_models_dir):
-    return SdxlBackground.from_config(
-        BackgroundModelConfig(
-            path=str(tiny_models_dir / "tiny-sdxl"), tiny_model="tiny-sdxl", device="cpu", dtype="float32"
-        )
+    from pipelines.tiny.provision import provision_tiny_models
+
+    config = BackgroundModelConfig(
+        path=str(tiny_models_dir / "tiny-sdxl"), tiny_model="tiny-sdxl", device="cpu", dtype="float32"
     )
+    provision_tiny_models(config)
+    return SdxlBackground.from_config(config)
 
 
 @pytest.fixture

@@ -140,10 +140,10 @@ def test_random_weight_build_runs_through_the_production_steps_on_cpu(tmp_path):
     import torch
 
     from benchmarks import gpu_video
-    from pipelines.tiny_models import tiny_wan_expert
-    from pipelines.video_request import VideoRequest
-    from pipelines.wan_i2v import WanImageToVideo
-    from pipelines.wan_loading import configure_pipeline
+    from pipelines.tiny.wan import tiny_wan_expert
+    from pipelines.video.loading import configure_pipeline
+    from pipelines.video.request import VideoRequest
+    from pipelines.video.wan_i2v import WanImageToVideo
 
     cpu = torch.device("cpu")
     expert_config = {k: v for k, v in tiny_wan_expert().config.items() if not k.startswith("_")}
@@ -171,7 +171,7 @@ def test_random_sdxl_checkpoint_loads_through_the_service_loader(tmp_path):
     import torch
 
     from benchmarks import sdxl_background as sdxl_bench
-    from pipelines.sdxl_background import BackgroundModelConfig, BackgroundRequest, SdxlBackground
+    from pipelines.background.sdxl import BackgroundModelConfig, BackgroundRequest, SdxlBackground
 
     unet = {
         **sdxl_bench.SDXL_UNET,

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.classic_segmentation import classic_foreground_alpha, ellipse_mask, mask_quality
-from pipelines.errors import InvalidInputError
+from pipelines.background.segmentation.classic import classic_foreground_alpha, ellipse_mask, mask_quality
+from pipelines.common.errors import InvalidInputError
 
 SIZE = 160
 

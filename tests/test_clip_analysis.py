@@ -16,7 +16,7 @@ from PIL import Image
 from deployments.http.analyze_routes import RESPONSE_KEYS, analyze_router
 from deployments.http.errors import install_error_handlers
 from deployments.image_analyzer import ImageAnalyzerDeployment
-from pipelines.clip_analysis import (
+from pipelines.background.clip_analysis import (
     ATMOSPHERE_PHRASES,
     LIGHTING_OVERRIDES,
     LIGHTING_PHRASES,
@@ -29,8 +29,8 @@ from pipelines.clip_analysis import (
     enrich_prompt,
     lighting_phrase,
 )
-from pipelines.errors import InvalidInputError, ModelNotFoundError
-from pipelines.tiny_clip import BARE_CONFIG_FILE, TINY_CLIP, WEIGHTS_FILE, build_tiny_clip
+from pipelines.common.errors import InvalidInputError, ModelNotFoundError
+from pipelines.tiny.clip import BARE_CONFIG_FILE, TINY_CLIP, WEIGHTS_FILE, build_tiny_clip
 from tests.images import encode, gradient_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,8 +120,14 @@ def test_weights_file_with_a_registered_config_matches_the_folder_layout(analyze
 
 
 def test_tiny_model_is_built_on_first_load(tmp_path):
+    from pipelines.tiny.provision import provision_tiny_models
+
     target = tmp_path / "models" / TINY_CLIP
-    analyzer = ImageAnalyzer.from_config(AnalyzerConfig(checkpoint=str(target), tiny_model=TINY_CLIP, device="cpu"))
+    config = AnalyzerConfig(checkpoint=str(target), tiny_model=TINY_CLIP, device="cpu")
+    with pytest.raises(ModelNotFoundError):  # the production loader only reads; it never builds
+        ImageAnalyzer.from_config(config)
+    provision_tiny_models(config)
+    analyzer = ImageAnalyzer.from_config(config)
     assert (target / WEIGHTS_FILE).is_file()
     assert tuple(analyzer.analyze(solid(WHITE)).scores) == SUBJECTS
 
@@ -152,8 +158,10 @@ def test_wrong_model_name_or_tiny_name_is_a_clear_error(tiny_clip_dir):
         )
     with pytest.raises(ModelNotFoundError, match="could not load"):  # ViT-B-32 shapes vs tiny weights
         ImageAnalyzer.from_config(AnalyzerConfig(checkpoint=weights, device="cpu"))
+    from pipelines.tiny.provision import provision_tiny_models
+
     with pytest.raises(ModelNotFoundError, match="unknown tiny model"):
-        ImageAnalyzer.from_config(AnalyzerConfig(checkpoint=str(tiny_clip_dir), tiny_model="tiny-nope", device="cpu"))
+        provision_tiny_models(AnalyzerConfig(checkpoint=str(tiny_clip_dir), tiny_model="tiny-nope", device="cpu"))
 
 
 # --- colour, lighting and enrichment rules ---------------------------------------------------------------

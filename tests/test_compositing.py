@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from pipelines.compositing import composite_onto_background, linear_to_srgb, plain_alpha_blend, srgb_to_linear
-from pipelines.composition import apply_composition, mask_preview_png
-from pipelines.errors import InvalidInputError
+from pipelines.background.compositor import composite_onto_background, linear_to_srgb, plain_alpha_blend, srgb_to_linear
+from pipelines.background.mask_controls import apply_composition, mask_preview_png
+from pipelines.common.errors import InvalidInputError
 
 SIZE = 96
 

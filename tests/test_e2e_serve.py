@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from deployments.sqlite_job_store import SQLiteJobStore
-from pipelines.media import probe_video
+from deployments.jobs.sqlite_store import SQLiteJobStore
+from pipelines.common.media import probe_video
 from tests.images import encode, gradient_image
 
 pytestmark = pytest.mark.slow

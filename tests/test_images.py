@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.errors import InputTooLargeError, InvalidInputError
-from pipelines.images import decode_image
+from pipelines.common.errors import InputTooLargeError, InvalidInputError
+from pipelines.common.images import decode_image
 from tests.images import encode, gradient_image
 
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from deployments.sqlite_job_store import SQLiteJobStore
+from deployments.jobs.sqlite_store import SQLiteJobStore
 from tests.api_harness import TEST_QUEUE, api_client, final, wait_for
 from tests.images import encode, gradient_image
 

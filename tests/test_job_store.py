@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from deployments.errors import JobNotFoundError, ServiceNotReadyError
-from deployments.job_store import FINAL_STATUSES, JobStore
-from deployments.redis_job_store import RedisJobStore
-from deployments.sqlite_job_store import SQLiteJobStore
+from deployments.jobs.redis_store import RedisJobStore
+from deployments.jobs.sqlite_store import SQLiteJobStore
+from deployments.jobs.store import FINAL_STATUSES, JobStore
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 RESULT = {"path": "/srv/results/clip.mp4", "content_type": "video/mp4", "bytes": 12345}

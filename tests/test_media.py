@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipelines.media import export_mp4, probe_video
+from pipelines.common.media import export_mp4, probe_video
 
 
 def _moving_frames(count: int, height: int, width: int) -> np.ndarray:

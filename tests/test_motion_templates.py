@@ -5,8 +5,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from deployments.http.template_routes import template_router
-from pipelines.errors import InvalidInputError
-from pipelines.motion_templates import (
+from pipelines.common.errors import InvalidInputError
+from pipelines.video.motion_templates import (
     compose_prompt,
     get_motion_template,
     motion_categories,

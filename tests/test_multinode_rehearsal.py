@@ -28,7 +28,7 @@ import pytest
 import yaml
 from ray.util.state.exception import RayStateApiException
 
-from pipelines.media import probe_video
+from pipelines.common.media import probe_video
 from tests.images import encode, gradient_image
 from tests.production_shaped import app_args, deployment_sections, load_profile, production_shaped
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from deployments.prompt_expander import PromptExpanderDeployment, expand_or_fallback
-from pipelines.errors import InvalidInputError, ModelNotFoundError
-from pipelines.prompt_expansion import (
+from pipelines.common.errors import InvalidInputError, ModelNotFoundError
+from pipelines.prompts.expansion import (
     SYSTEM_PROMPT,
     ExpanderConfig,
     PromptExpander,
     check_expansion,
     clean_expansion,
 )
-from pipelines.tiny_qwen import BUILD_MARKER, TINY_QWEN, build_tiny_qwen
+from pipelines.tiny.qwen import BUILD_MARKER, TINY_QWEN, build_tiny_qwen
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a woman smiling on a beach", "a red sports car in the rain", "a cat asleep on a windowsill"]
@@ -34,7 +34,11 @@ def qwen_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(qwen_dir: Path) -> ExpanderConfig:
-    return ExpanderConfig(path=str(qwen_dir), tiny_model=TINY_QWEN, device="cpu", dtype="float32")
+    from pipelines.tiny.provision import provision_tiny_models
+
+    config = ExpanderConfig(path=str(qwen_dir), tiny_model=TINY_QWEN, device="cpu", dtype="float32")
+    provision_tiny_models(config)
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +252,6 @@ def test_invalid_prompt_error_is_not_hidden_by_the_fallback() -> None:
 
 
 def test_ingress_side_imports_stay_free_of_torch() -> None:
-    code = "import sys, deployments.prompt_expander, pipelines.prompt_expansion; print('torch' in sys.modules)"
+    code = "import sys, deployments.prompt_expander, pipelines.prompts.expansion; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

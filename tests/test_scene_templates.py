@@ -9,8 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipelines.errors import InvalidInputError
-from pipelines.scene_templates import (
+from pipelines.background.scene_templates import (
     BASE_NEGATIVE_PROMPT,
     CATEGORIES,
     SceneTemplate,
@@ -18,6 +17,7 @@ from pipelines.scene_templates import (
     negative_prompt_for,
     scene_templates,
 )
+from pipelines.common.errors import InvalidInputError
 
 PEOPLE_WORDS = re.compile(r"\b(person|persons|people|man|men|woman|women|human|humans|crowd|crowds)\b", re.I)
 

@@ -9,15 +9,15 @@ import shutil
 import numpy as np
 import pytest
 
-from pipelines.errors import InvalidInputError, JobCancelledError, ModelNotFoundError
-from pipelines.sdxl_background import (
+from pipelines.background.sdxl import (
     MAX_SIDE,
     BackgroundModelConfig,
     BackgroundRequest,
     SdxlBackground,
     background_size,
 )
-from pipelines.tiny_sdxl import build_tiny_sdxl
+from pipelines.common.errors import InvalidInputError, JobCancelledError, ModelNotFoundError
+from pipelines.tiny.sdxl import build_tiny_sdxl
 
 PROMPT = "beach sunset, soft light"
 
@@ -229,12 +229,11 @@ def test_bfloat16_unet_with_float32_vae_decodes(tiny_sdxl_path):
 
 
 def test_tiny_model_is_built_when_missing(tmp_path):
-    from pipelines import tiny_models
-    from pipelines.tiny_sdxl import TINY_SDXL
+    from pipelines.tiny.provision import provision_tiny_models
+    from pipelines.tiny.sdxl import TINY_SDXL
 
-    if TINY_SDXL not in getattr(tiny_models, "_BUILDERS", {}):
-        pytest.skip("tiny-sdxl is not registered in pipelines.tiny_models yet")
     target = tmp_path / TINY_SDXL
+    provision_tiny_models(_config(target, tiny_model=TINY_SDXL))
     background = SdxlBackground.from_config(_config(target, tiny_model=TINY_SDXL))
     assert (target / "model_index.json").exists()
     assert background(BackgroundRequest(prompt=PROMPT, width=64, height=64, steps=4)).image.size == (512, 512)

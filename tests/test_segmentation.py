@@ -15,8 +15,7 @@ import pytest
 from PIL import Image
 
 from deployments.segmenter import SegmenterDeployment
-from pipelines.errors import InvalidInputError, ModelNotFoundError
-from pipelines.segmentation import (
+from pipelines.background.segmentation.chain import (
     BIREFNET_FILE,
     U2NET_FILE,
     SegmentationConfig,
@@ -25,7 +24,8 @@ from pipelines.segmentation import (
     firm_mask,
     judge_mask,
 )
-from pipelines.tiny_segmentation import TINY_BIREFNET, TINY_U2NET, build_tiny_birefnet, build_tiny_u2net
+from pipelines.common.errors import InvalidInputError, ModelNotFoundError
+from pipelines.tiny.segmentation import TINY_BIREFNET, TINY_U2NET, build_tiny_birefnet, build_tiny_u2net
 from tests.images import gradient_image
 
 INK = (15, 15, 15)
@@ -209,11 +209,13 @@ def test_missing_model_path_names_it(tmp_path):
 
 
 def test_tiny_model_is_built_into_the_configured_folder(tmp_path, monkeypatch):
-    from pipelines import tiny_models
+    from pipelines.tiny import build as tiny_models
+    from pipelines.tiny.provision import provision_tiny_models
 
     monkeypatch.setitem(tiny_models._BUILDERS, TINY_U2NET, build_tiny_u2net)
     folder = tmp_path / TINY_U2NET
     config = SegmentationConfig(enable_birefnet=False, u2net_path=str(folder), u2net_tiny_model=TINY_U2NET)
+    provision_tiny_models(config)
     result = Segmenter.from_config(config).segment(studio_photo()[0])
     assert (folder / U2NET_FILE).is_file() and stages(result)[1] == ("u2net", False)
     with pytest.raises(ValueError, match="folder"):

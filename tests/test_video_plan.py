@@ -1,8 +1,8 @@
 import pytest
 
-from pipelines.errors import InvalidInputError
-from pipelines.video_plan import frames_for_duration, output_size, plan_video, prepare_image
-from pipelines.video_request import validate_video_params
+from pipelines.common.errors import InvalidInputError
+from pipelines.video.plan import frames_for_duration, output_size, plan_video, prepare_image
+from pipelines.video.request import validate_video_params
 from tests.images import gradient_image
 
 # (input size, expected output size) for the rule in REFERENCE.md.

@@ -5,11 +5,11 @@ import copy
 import numpy as np
 import pytest
 
-from pipelines.errors import JobCancelledError, ModelNotFoundError, UnsupportedHardwareError
-from pipelines.video_config import VideoModelConfig
-from pipelines.video_plan import output_size
-from pipelines.video_request import VideoRequest
-from pipelines.wan_i2v import WanImageToVideo
+from pipelines.common.errors import JobCancelledError, ModelNotFoundError, UnsupportedHardwareError
+from pipelines.video.config import VideoModelConfig
+from pipelines.video.plan import output_size
+from pipelines.video.request import VideoRequest
+from pipelines.video.wan_i2v import WanImageToVideo
 from tests.images import gradient_image
 
 pytestmark = pytest.mark.slow
@@ -143,8 +143,8 @@ def test_int8_text_encoder_and_vae_tiling_still_render(tiny_wan_path):
 
 
 def test_lora_is_fused_at_per_expert_scales_then_unloaded(tiny_wan_path, tiny_models_dir, wan_pipeline):
-    from pipelines.tiny_models import TINY_WAN_LORA, ensure_tiny_model
-    from pipelines.video_config import LoraFuseConfig
+    from pipelines.tiny.build import TINY_WAN_LORA, ensure_tiny_model
+    from pipelines.video.config import LoraFuseConfig
 
     lora_dir = ensure_tiny_model(TINY_WAN_LORA, tiny_models_dir / TINY_WAN_LORA)
     config = VideoModelConfig(

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipelines.errors import ModelNotFoundError, UnsupportedHardwareError
-from pipelines.video_config import ATTENTION_BACKENDS, HALF_PRECISION_ATTENTION, LoraFuseConfig, VideoModelConfig
-from pipelines.video_request import VideoRequest
-from pipelines.wan_i2v import WanImageToVideo
+from pipelines.common.errors import ModelNotFoundError, UnsupportedHardwareError
+from pipelines.video.config import ATTENTION_BACKENDS, HALF_PRECISION_ATTENTION, LoraFuseConfig, VideoModelConfig
+from pipelines.video.request import VideoRequest
+from pipelines.video.wan_i2v import WanImageToVideo
 from tests.images import gradient_image
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -33,7 +33,7 @@ def _config(path, **kwargs) -> VideoModelConfig:
 
 @pytest.fixture(scope="module")
 def lora_dir(tiny_models_dir):
-    from pipelines.tiny_models import TINY_WAN_LORA, ensure_tiny_model
+    from pipelines.tiny.build import TINY_WAN_LORA, ensure_tiny_model
 
     return ensure_tiny_model(TINY_WAN_LORA, tiny_models_dir / TINY_WAN_LORA)
 
@@ -96,7 +96,7 @@ def test_gpu_only_options_are_refused_on_cpu_before_loading(tmp_path, changes, w
     # the path does not exist: a refusal must come before anything is read
     import torch
 
-    from pipelines.wan_loading import check_runtime_options, load_wan_pipeline
+    from pipelines.video.loading import check_runtime_options, load_wan_pipeline
 
     config = VideoModelConfig(path=str(tmp_path / "nowhere"), device="cpu", **{"dtype": "float32", **changes})
     with pytest.raises(UnsupportedHardwareError) as raised:
@@ -109,7 +109,7 @@ def test_gpu_only_options_are_refused_on_cpu_before_loading(tmp_path, changes, w
 def test_compile_without_a_cpp_compiler_is_refused(monkeypatch, tmp_path):
     import torch
 
-    from pipelines import wan_loading
+    from pipelines.video import loading as wan_loading
 
     monkeypatch.setattr(wan_loading.shutil, "which", lambda name: None)
     with pytest.raises(UnsupportedHardwareError) as raised:
@@ -156,8 +156,8 @@ def _fuse_lora_must_not_run(*args, **kwargs):
 
 @pytest.mark.slow
 def test_prepared_folder_renders_the_same_video_without_the_lora(tiny_wan_path, private_lora, tmp_path, monkeypatch):
-    from pipelines import prepare_checkpoint as prep
-    from pipelines import wan_loading
+    from pipelines.video import loading as wan_loading
+    from pipelines.video import prepare_checkpoint as prep
 
     lora = LoraFuseConfig(path=str(private_lora), weight_name=LORA_FILE)
     config = _config(tiny_wan_path, lora=lora)
@@ -181,8 +181,8 @@ def test_prepared_folder_renders_the_same_video_without_the_lora(tiny_wan_path, 
 
 @pytest.mark.slow
 def test_quantised_experts_are_stored_quantised(tiny_wan_path, private_lora, tmp_path, monkeypatch):
-    from pipelines import wan_loading
-    from pipelines.prepare_checkpoint import prepare_checkpoint
+    from pipelines.video import loading as wan_loading
+    from pipelines.video.prepare_checkpoint import prepare_checkpoint
 
     lora = LoraFuseConfig(path=str(private_lora), weight_name=LORA_FILE)
     config = _config(tiny_wan_path, lora=lora, quantize_experts="int8_weight_only")
@@ -217,8 +217,9 @@ def test_fp8_weight_only_experts_round_trip(tiny_wan_path, lora_dir, tmp_path):
     """The FP8 weight format (torchao's Float8Tensor, also what fp8_dynamic stores) written and read back."""
     import torch
 
-    from pipelines.prepare_checkpoint import load_torchao_expert, prepare_checkpoint
-    from pipelines.wan_loading import load_fused_experts, quantize_module
+    from pipelines.video.loading import load_fused_experts, quantize_module
+    from pipelines.video.prepare_checkpoint import prepare_checkpoint
+    from pipelines.video.prepared_experts import load_torchao_expert
 
     lora = LoraFuseConfig(path=str(lora_dir), weight_name=LORA_FILE)
     config = _config(tiny_wan_path, dtype="bfloat16", lora=lora, quantize_experts="fp8_weight_only")
@@ -234,7 +235,7 @@ def test_fp8_weight_only_experts_round_trip(tiny_wan_path, lora_dir, tmp_path):
 
 
 def test_unserialisable_quantisation_falls_back_to_quantise_at_load(tiny_wan_path, lora_dir, tmp_path, monkeypatch):
-    from pipelines import prepare_checkpoint as prep
+    from pipelines.video import prepare_checkpoint as prep
 
     monkeypatch.setattr(prep, "torchao_round_trip", lambda *args: (False, "ValueError: Unsupported tensor type"))
     lora = LoraFuseConfig(path=str(lora_dir), weight_name=LORA_FILE)
@@ -247,7 +248,7 @@ def test_unserialisable_quantisation_falls_back_to_quantise_at_load(tiny_wan_pat
 
 
 def test_a_prepared_folder_that_does_not_match_the_config_is_refused(tiny_wan_path, lora_dir, tmp_path):
-    from pipelines.prepare_checkpoint import prepare_checkpoint
+    from pipelines.video.prepare_checkpoint import prepare_checkpoint
 
     lora = LoraFuseConfig(path=str(lora_dir), weight_name=LORA_FILE)
     prepare_checkpoint(_config(tiny_wan_path, lora=lora), tmp_path / "prepared")

@@ -14,16 +14,19 @@ from deployments import metrics
 from deployments.errors import ServiceNotReadyError
 from deployments.http.analyze_routes import analyze_router
 from deployments.http.background_routes import background_router
-from deployments.http.errors import install_error_handlers
+from deployments.http.errors import error_responses, install_error_handlers
 from deployments.http.job_routes import job_router
+from deployments.http.openapi import install_openapi
 from deployments.http.prompt_routes import prompt_router
 from deployments.http.scene_routes import scene_template_router
+from deployments.http.schemas import Health
 from deployments.http.services import ApiServices
 from deployments.http.template_routes import template_router
 from deployments.http.video_routes import video_router
-from deployments.job_worker import reap_once
+from deployments.jobs.reaper import reap_once
 
 log = logging.getLogger(__name__)
+TEXT = {"type": "string"}
 
 
 def create_api(services: ApiServices) -> FastAPI:
@@ -38,8 +41,14 @@ def create_api(services: ApiServices) -> FastAPI:
 
     app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     install_error_handlers(app)
+    install_openapi(app)
 
-    @app.get("/healthz")
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        summary="200 when the app can take work",
+        responses={200: {"model": Health}, **error_responses(503)},
+    )
     async def healthz() -> dict:
         try:
             await run_in_threadpool(services.store.ping)
@@ -47,7 +56,15 @@ def create_api(services: ApiServices) -> FastAPI:
             raise ServiceNotReadyError("the job store cannot be reached") from exc
         return {"status": "ok"}
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics of this process (under Ray: Ray's metrics port, see docs/metrics.md)",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        },
+    )
     async def prometheus_metrics() -> Response:
         # Outside Ray; inside a cluster the same names are on Ray's metrics port with Serve's tags.
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

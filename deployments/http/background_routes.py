@@ -2,58 +2,53 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from deployments.errors import ServiceNotReadyError
-from deployments.http.forms import (
-    bool_field,
-    draw_seed,
-    float_field,
-    int_field,
-    read_form,
-    read_image,
-    text_field,
-)
-from deployments.http.job_submission import enqueue_job
+from deployments.http.errors import error_responses
+from deployments.http.form_models import BackgroundForm, MaskForm
+from deployments.http.job_submission import JOB_ACCEPTED, draw_seed, enqueue_job
+from deployments.http.multipart import multipart_form, upload_route_class
 from deployments.http.services import ApiServices
-from pipelines.background_job import BackgroundJobRequest
-from pipelines.composition import validate_composition
-from pipelines.scene_templates import BASE_NEGATIVE_PROMPT, get_scene_template, negative_prompt_for
-from pipelines.sdxl_background import DEFAULT_GUIDANCE, DEFAULT_STEPS, background_size
+from deployments.http.uploads import read_image
+from pipelines.background.job import BackgroundJobRequest
+from pipelines.background.mask_controls import mask_preview_png, validate_composition
+from pipelines.background.scene_templates import BASE_NEGATIVE_PROMPT, get_scene_template, negative_prompt_for
+from pipelines.background.sdxl import DEFAULT_GUIDANCE, background_size
 
-COMPOSITION_FIELDS = {"image", "composition", "focus", "feather_px"}
-MASK_FIELDS = frozenset(COMPOSITION_FIELDS)
-BACKGROUND_FIELDS = frozenset(
-    COMPOSITION_FIELDS | {"scene_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "enrich_prompt"}
-)
-
-
-def _composition(form) -> tuple[str, str, int]:
-    return validate_composition(
-        text_field(form, "composition", "center") or "center",
-        text_field(form, "focus", "person") or "person",
-        int_field(form, "feather_px", 0),
-    )
+MASK_PREVIEW = {
+    "description": "The matte a background job would blend, as a greyscale PNG (white = kept).",
+    "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
+    "headers": {
+        "X-Mask-Stage": {"description": "The segmentation stage that made the mask.", "schema": {"type": "string"}},
+        "X-Mask-Status": {"description": "`ok`, `empty` or `full`.", "schema": {"type": "string"}},
+        "X-Mask-Coverage": {"description": "Share of pixels kept (0-1).", "schema": {"type": "string"}},
+    },
+}
 
 
 def background_router(services: ApiServices) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=upload_route_class(services.max_upload_bytes), tags=["backgrounds"])
 
-    async def decoded_image(form):
-        return await read_image(form, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
+    async def decoded_image(upload):
+        return await read_image(upload, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
 
-    @router.post("/v1/backgrounds/mask")
-    async def mask_preview(request: Request) -> Response:
+    @router.post(
+        "/v1/backgrounds/mask",
+        summary="Preview the subject mask a background job would use",
+        response_class=Response,
+        responses={200: MASK_PREVIEW, **error_responses(400, 413, 429, 503)},
+    )
+    async def mask_preview(form: Annotated[MaskForm, multipart_form()]) -> Response:
         if services.mask_subject is None:
             raise ServiceNotReadyError("segmentation is not deployed in this configuration (add `segmenter`)")
-        form = await read_form(request, MASK_FIELDS, max_upload_bytes=services.max_upload_bytes)
-        composition, focus, feather_px = _composition(form)
-        image = await decoded_image(form)
+        composition, focus, feather_px = validate_composition(form.composition, form.focus, form.feather_px)
+        image = await decoded_image(form.image)
         mask = await services.mask_subject(image, composition, focus, feather_px)
-        from pipelines.composition import mask_preview_png
-
         png = await run_in_threadpool(mask_preview_png, mask.alpha)
         headers = {
             "X-Mask-Stage": mask.stage,
@@ -62,38 +57,39 @@ def background_router(services: ApiServices) -> APIRouter:
         }
         return Response(png, media_type="image/png", headers=headers)
 
-    @router.post("/v1/backgrounds", status_code=202)
-    async def create_background(request: Request) -> JSONResponse:
+    @router.post(
+        "/v1/backgrounds",
+        status_code=202,
+        summary="Submit a background-replacement job",
+        responses={202: JOB_ACCEPTED, **error_responses(400, 413, 429, 503)},
+    )
+    async def create_background(form: Annotated[BackgroundForm, multipart_form()]) -> JSONResponse:
         if "background" not in services.job_kinds:
             raise ServiceNotReadyError(
                 "background replacement is not deployed in this configuration (add `background_generator`)"
             )
-        form = await read_form(request, BACKGROUND_FIELDS, max_upload_bytes=services.max_upload_bytes)
-        scene_id = text_field(form, "scene_id") or None
-        user_prompt = (text_field(form, "prompt") or "").strip() or None
-        user_negative = text_field(form, "negative_prompt")
+        user_prompt = (form.prompt or "").strip() or None
         guidance_default, prompt, negative = DEFAULT_GUIDANCE, user_prompt or "", BASE_NEGATIVE_PROMPT
-        if scene_id is not None:
-            template = get_scene_template(scene_id)
+        if form.scene_id is not None:
+            template = get_scene_template(form.scene_id)
             prompt = f"{template.prompt}, {user_prompt}" if user_prompt else template.prompt
             negative, guidance_default = negative_prompt_for(template), template.guidance_scale
-        if user_negative is not None:
-            negative = user_negative
-        composition, focus, feather_px = _composition(form)
-        seed = int_field(form, "seed", None)
+        if form.negative_prompt is not None:
+            negative = form.negative_prompt
+        composition, focus, feather_px = validate_composition(form.composition, form.focus, form.feather_px)
         job_request_fields = {
             "prompt": prompt,
             "negative_prompt": negative,
             "composition": composition,
             "focus": focus,
             "feather_px": feather_px,
-            "steps": int_field(form, "steps", DEFAULT_STEPS),
-            "guidance_scale": float_field(form, "guidance_scale", guidance_default),
-            "seed": draw_seed() if seed is None else seed,
-            "scene_id": scene_id,
-            "enrich_prompt": bool_field(form, "enrich_prompt", True),
+            "steps": form.steps,
+            "guidance_scale": guidance_default if form.guidance_scale is None else form.guidance_scale,
+            "seed": draw_seed() if form.seed is None else form.seed,
+            "scene_id": form.scene_id,
+            "enrich_prompt": form.enrich_prompt,
         }
-        image = await decoded_image(form)
+        image = await decoded_image(form.image)
         job_request = BackgroundJobRequest(image=image, **job_request_fields)
         width, height = background_size(image.width, image.height)
         params = {

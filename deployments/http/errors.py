@@ -1,4 +1,8 @@
-"""The one table that maps the project's exceptions to HTTP status codes and the JSON error body."""
+"""The one table that maps the project's exceptions to HTTP status codes and the JSON error body.
+
+It is also where the OpenAPI document learns the error shape: ``error_responses`` gives each route the
+statuses it can answer with, each with :class:`ErrorBody`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,18 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.errors import JobNotFoundError, JobStateError, ServiceNotReadyError, ServiceOverloadedError
-from pipelines.errors import (
+from pipelines.common.errors import (
     InputTooLargeError,
     InvalidInputError,
+    MaskUnusableError,
     ModelNotFoundError,
     UnsupportedHardwareError,
     VividFlowError,
 )
-from pipelines.subject_mask import MaskUnusableError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,40 @@ STATUS_BY_ERROR: tuple[tuple[type[VividFlowError], int], ...] = (
 )
 
 _HTTP_KINDS = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "input_too_large"}
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Stable machine-readable kind, e.g. `invalid_input`, `job_not_found`, `overloaded`.")
+    message: str = Field(description="What went wrong and what to change, written for the caller.")
+    field: str | None = Field(default=None, description="The request field at fault, when there is one.")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad input: the message says what to fix, `field` names the field.",
+    404: "No such job (ids are not confirmed to anyone else either).",
+    409: "The job is in the wrong state for this request (for example: no result yet).",
+    413: "The upload, the image's pixel count or a text field is over its limit.",
+    422: "The input is well-formed but unusable (for example: the subject mask came out empty).",
+    429: "Overloaded: the queue of this kind of job, or the model deployment, is full. Retry after `Retry-After` s.",
+    503: "Not ready: the job store cannot be reached, or the feature is not deployed in this configuration.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict]:
+    """The ``responses=`` entries for the error statuses a route can answer with."""
+    responses: dict[int | str, dict] = {}
+    for status in statuses:
+        entry: dict = {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        if status == 429:
+            entry["headers"] = {
+                "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}
+            }
+        responses[status] = entry
+    return responses
 
 
 def status_for(error: VividFlowError) -> int:
@@ -70,9 +109,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-        message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
+        field, message = validation_message(exc.errors()[0] if exc.errors() else {})
         return JSONResponse(error_body("invalid_input", message, field), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -101,3 +138,26 @@ def _is_backpressure(exc: Exception) -> bool:
     except ImportError:  # the HTTP app also runs without Ray
         return False
     return isinstance(exc, BackPressureError)
+
+
+def validation_message(error: dict) -> tuple[str | None, str]:
+    """(field, message) for one pydantic/FastAPI validation error, phrased like the project's own checks."""
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    field = ".".join(location) or None
+    name = f"`{field}`" if field else "the request"
+    kind, raw = error.get("type", ""), error.get("input")
+    shown = repr(raw)[:40] if isinstance(raw, (str, int, float)) else None
+    got = f", got {shown}" if shown is not None else ""
+    if kind == "missing":
+        return field, f"{name} is missing; it is required"
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return field, f"{name} must be a whole number{got}"
+    if kind in ("float_parsing", "float_type"):
+        return field, f"{name} must be a number{got}"
+    if kind == "finite_number":
+        return field, f"{name} must be a finite number{got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return field, f"{name} must be true or false{got}"
+    if kind == "json_invalid":
+        return None, "the body is not valid JSON"
+    return field, f"{name}: {error.get('msg', 'invalid value')}{got}"

@@ -12,22 +12,59 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from deployments.errors import JobStateError
+from deployments.http.errors import error_responses
+from deployments.http.schemas import Job
 from deployments.http.services import ApiServices
-from deployments.job_worker import record_finished
+from deployments.jobs.reaper import record_finished
 
 EVENT_POLL_S = 0.25
 KEEPALIVE_S = 15.0
 
+RESULT_FILE = {
+    "description": "The result: an H.264 MP4 for video jobs, a PNG for background jobs.",
+    "content": {
+        "video/mp4": {"schema": {"type": "string", "contentMediaType": "video/mp4"}},
+        "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+    },
+}
+EVENT_STREAM = {
+    "description": "`event: progress` with the job object as `data`, repeated; then one `event: succeeded`, "
+    "`failed` or `cancelled`. Comment lines keep the connection alive.",
+    # The schema of one event (the way Server-Sent Events are described since OpenAPI 3.2's `itemSchema`).
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string", "enum": ["progress", "succeeded", "failed", "cancelled"]},
+                    "data": {
+                        "type": "string",
+                        "description": "The job object as JSON.",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": "#/components/schemas/Job"},
+                    },
+                },
+            }
+        }
+    },
+}
+
 
 def job_router(services: ApiServices) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(tags=["jobs"])
     store = services.store
 
-    @router.get("/v1/jobs/{job_id}")
+    @router.get("/v1/jobs/{job_id}", summary="A job", responses={200: {"model": Job}, **error_responses(404, 503)})
     async def get_job(job_id: str) -> dict:
         return (await run_in_threadpool(store.get, job_id)).public()
 
-    @router.get("/v1/jobs/{job_id}/result")
+    @router.get(
+        "/v1/jobs/{job_id}/result",
+        summary="Download a job's result",
+        response_class=FileResponse,
+        responses={200: RESULT_FILE, **error_responses(404, 409, 503)},
+    )
     async def get_result(job_id: str) -> FileResponse:
         job = await run_in_threadpool(store.get, job_id)
         if job.status != "succeeded":
@@ -39,7 +76,11 @@ def job_router(services: ApiServices) -> APIRouter:
         extension = path.suffix
         return FileResponse(path, media_type=job.result["content_type"], filename=f"{job_id}{extension}")
 
-    @router.post("/v1/jobs/{job_id}/cancel")
+    @router.post(
+        "/v1/jobs/{job_id}/cancel",
+        summary="Cancel a job (idempotent)",
+        responses={200: {"model": Job}, **error_responses(404, 503)},
+    )
     async def cancel_job(job_id: str) -> dict:
         before = await run_in_threadpool(store.get, job_id)
         job = await run_in_threadpool(store.request_cancel, job_id)
@@ -47,7 +88,12 @@ def job_router(services: ApiServices) -> APIRouter:
             record_finished(job)
         return job.public()
 
-    @router.get("/v1/jobs/{job_id}/events")
+    @router.get(
+        "/v1/jobs/{job_id}/events",
+        summary="Server-Sent Events: progress, then the final state",
+        response_class=StreamingResponse,
+        responses={200: EVENT_STREAM, **error_responses(404, 503)},
+    )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         first = await run_in_threadpool(store.get, job_id)  # 404 before the stream starts
 

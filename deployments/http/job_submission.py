@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from fastapi.responses import JSONResponse
@@ -10,8 +11,20 @@ from starlette.concurrency import run_in_threadpool
 
 from deployments import metrics
 from deployments.errors import ServiceOverloadedError
+from deployments.http.schemas import Job
 from deployments.http.services import ApiServices
-from pipelines.images import encode_png
+from pipelines.common.images import encode_png
+
+JOB_ACCEPTED = {
+    "model": Job,
+    "description": "Accepted: the job is stored and queued. Poll the job, or stream its events.",
+    "headers": {"Location": {"description": "The job: `/v1/jobs/{id}`.", "schema": {"type": "string"}}},
+}
+
+
+def draw_seed() -> int:
+    """A seed for a request that gave none; it is stored in the job's params so the result can be reproduced."""
+    return secrets.randbelow(2**31)
 
 
 async def enqueue_job(services: ApiServices, kind: str, params: dict, image: Image.Image) -> JSONResponse:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from pipelines.scene_templates import CATEGORIES, scene_templates
+from deployments.http.schemas import SceneTemplates
+from pipelines.background.scene_templates import CATEGORIES, scene_templates
 
 
 def scene_template_router() -> APIRouter:
@@ -13,9 +14,9 @@ def scene_template_router() -> APIRouter:
         "categories": list(CATEGORIES),
         "templates": [template.model_dump() for template in scene_templates()],
     }
-    router = APIRouter()
+    router = APIRouter(tags=["templates"])
 
-    @router.get("/v1/templates/scenes")
+    @router.get("/v1/templates/scenes", summary="The background scenes", responses={200: {"model": SceneTemplates}})
     async def list_scene_templates() -> dict:
         return body
 

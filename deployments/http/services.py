@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from deployments.config import IngressConfig, JobQueueConfig
-from deployments.job_store import JobStore
-from deployments.results import ResultFiles
+from deployments.jobs.results import ResultFiles
+from deployments.jobs.store import JobStore
 
 
 @dataclass

@@ -2,87 +2,61 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from deployments.http.forms import (
-    bool_field,
-    draw_seed,
-    float_field,
-    int_field,
-    read_form,
-    read_image,
-    text_field,
-)
-from deployments.http.job_submission import enqueue_job
+from deployments.http.errors import error_responses
+from deployments.http.form_models import VideoForm, VideoPlanForm
+from deployments.http.job_submission import JOB_ACCEPTED, draw_seed, enqueue_job
+from deployments.http.multipart import multipart_form, upload_route_class
 from deployments.http.prompt_routes import expand_for_request
+from deployments.http.schemas import VideoPlan
 from deployments.http.services import ApiServices
-from pipelines.motion_templates import compose_prompt
-from pipelines.video_plan import plan_video
-from pipelines.video_request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, VideoRequest, validate_video_params
-
-PLAN_FIELDS = frozenset({"image", "duration_s"})
-VIDEO_FIELDS = frozenset(
-    {
-        "image",
-        "prompt",
-        "negative_prompt",
-        "template_id",
-        "duration_s",
-        "steps",
-        "guidance_scale",
-        "guidance_scale_2",
-        "seed",
-        "expand_prompt",
-    }
-)
-DEFAULT_DURATION_S = 3.0
+from deployments.http.uploads import read_image
+from pipelines.video.motion_templates import compose_prompt
+from pipelines.video.plan import plan_video
+from pipelines.video.request import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, VideoRequest, validate_video_params
 
 
 def video_router(services: ApiServices) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=upload_route_class(services.max_upload_bytes), tags=["videos"])
 
-    async def decoded_image(form):
-        return await read_image(form, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
+    async def decoded_image(upload):
+        return await read_image(upload, max_bytes=services.max_upload_bytes, max_pixels=services.max_pixels)
 
-    @router.post("/v1/videos/plan")
-    async def plan(request: Request) -> dict:
-        form = await read_form(request, PLAN_FIELDS, max_upload_bytes=services.max_upload_bytes)
-        duration_s = float_field(form, "duration_s", DEFAULT_DURATION_S)
-        validate_video_params(
-            prompt="",
-            negative_prompt="",
-            duration_s=duration_s,
-            steps=4,
-            guidance_scale=1.0,
-            guidance_scale_2=1.0,
-            seed=0,
-        )
-        image = await decoded_image(form)
-        return plan_video(image.width, image.height, duration_s).as_dict()
+    @router.post(
+        "/v1/videos/plan",
+        summary="Preview the output size and frame count of a photo",
+        responses={200: {"model": VideoPlan}, **error_responses(400, 413)},
+    )
+    async def plan(form: Annotated[VideoPlanForm, multipart_form()]) -> dict:
+        image = await decoded_image(form.image)
+        return plan_video(image.width, image.height, form.duration_s).as_dict()
 
-    @router.post("/v1/videos", status_code=202)
-    async def create_video(request: Request) -> JSONResponse:
-        form = await read_form(request, VIDEO_FIELDS, max_upload_bytes=services.max_upload_bytes)
-        template_id = text_field(form, "template_id") or None
-        user_prompt = text_field(form, "prompt")
+    @router.post(
+        "/v1/videos",
+        status_code=202,
+        summary="Submit an image-to-video job",
+        responses={202: JOB_ACCEPTED, **error_responses(400, 413, 429, 503)},
+    )
+    async def create_video(form: Annotated[VideoForm, multipart_form()]) -> JSONResponse:
         params = {
             # a template's prompt comes first and the user's text extends it
-            "prompt": compose_prompt(template_id, user_prompt) or DEFAULT_PROMPT,
-            "negative_prompt": text_field(form, "negative_prompt", DEFAULT_NEGATIVE_PROMPT),
-            "duration_s": float_field(form, "duration_s", DEFAULT_DURATION_S),
-            "steps": int_field(form, "steps", 4),
-            "guidance_scale": float_field(form, "guidance_scale", 1.0),
-            "guidance_scale_2": float_field(form, "guidance_scale_2", 1.0),
-            "seed": int_field(form, "seed", None),
+            "prompt": compose_prompt(form.template_id, form.prompt) or DEFAULT_PROMPT,
+            "negative_prompt": form.negative_prompt or DEFAULT_NEGATIVE_PROMPT,
+            "duration_s": form.duration_s,
+            "steps": form.steps,
+            "guidance_scale": form.guidance_scale,
+            "guidance_scale_2": form.guidance_scale_2,
+            "seed": draw_seed() if form.seed is None else form.seed,
         }
-        if params["seed"] is None:
-            params["seed"] = draw_seed()
-        expand = bool_field(form, "expand_prompt", False)
+        # The typed request checks the texts (NUL, surrogates, length) before the image costs a decode.
         validate_video_params(**params)
-        image = await decoded_image(form)
-        extra = {"template_id": template_id, "user_prompt": user_prompt, "expand_prompt": expand}
-        if expand:
+        image = await decoded_image(form.image)
+        extra = {"template_id": form.template_id, "user_prompt": form.prompt, "expand_prompt": form.expand_prompt}
+        if form.expand_prompt:
             expansion = await expand_for_request(services, params["prompt"], params["seed"])
             extra.update(
                 original_prompt=params["prompt"],

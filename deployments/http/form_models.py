@@ -1,0 +1,149 @@
+"""The multipart forms of the five upload endpoints, declared once: FastAPI validates requests with them and
+generates the OpenAPI request bodies from them, so the document and the checks cannot drift apart.
+
+Bounds come from the pipelines' own constants; the pipelines validate the same values again when the typed
+request is built (a notebook user gets the same messages). The strict reading around them (unknown,
+repeated and empty fields, UTF-8, NUL) is in ``deployments.http.multipart``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.background import sdxl
+from pipelines.background.mask_controls import MAX_FEATHER_PX
+from pipelines.background.scene_templates import scene_templates
+from pipelines.common.text import MAX_PROMPT_CHARS
+from pipelines.video import request as video
+from pipelines.video.motion_templates import motion_categories
+from pipelines.video.plan import MAX_DURATION_S, MIN_DURATION_S
+
+DEFAULT_DURATION_S = 3.0
+MAX_ID_CHARS = 100
+
+ImageFile = Field(
+    description="The photo: PNG, JPEG, WebP, TIFF, BMP or GIF (first frame); at most the configured upload size "
+    "(50 MB by default) and 40 megapixels, each side at least 16 px. EXIF rotation is applied."
+)
+
+
+def _motion_template_ids() -> list[str]:
+    return [template.id for category in motion_categories() for template in category.prompts]
+
+
+def _scene_ids() -> list[str]:
+    return [template.id for template in scene_templates()]
+
+
+def _drop_null_defaults(schema: dict) -> None:
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
+class UploadForm(BaseModel):
+    """Base of the upload forms.
+
+    Unknown fields are refused (a typo such as `duration=5` must not fall back to the default silently).
+    Optional fields are typed without ``| None`` and default to None: a multipart field is text or absent,
+    never null, so the OpenAPI document should not offer null either.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _drop_null_defaults(schema))
+
+
+class VideoPlanForm(UploadForm):
+    image: UploadFile = ImageFile
+    duration_s: float = Field(
+        default=DEFAULT_DURATION_S,
+        ge=MIN_DURATION_S,
+        le=MAX_DURATION_S,
+        allow_inf_nan=False,
+        description="Seconds of video; frames are 1 + 4·round(duration_s·16/4) at 16 fps.",
+    )
+
+
+class VideoForm(VideoPlanForm):
+    prompt: str = Field(
+        default=None,
+        max_length=MAX_PROMPT_CHARS,
+        description="What should move and how. With `template_id`, extends the template's prompt.",
+    )
+    negative_prompt: str = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="What to avoid; empty or absent uses the default."
+    )
+    template_id: str = Field(
+        default=None,
+        max_length=MAX_ID_CHARS,
+        description="A motion template id from `GET /v1/templates/motion`; its prompt comes first.",
+        json_schema_extra={"enum": _motion_template_ids()},
+    )
+    steps: int = Field(default=video.MIN_STEPS, ge=video.MIN_STEPS, le=video.MAX_STEPS, description="Denoising steps.")
+    guidance_scale: float = Field(
+        default=video.MIN_GUIDANCE,
+        ge=video.MIN_GUIDANCE,
+        le=video.MAX_GUIDANCE,
+        allow_inf_nan=False,
+        description="Guidance of the high-noise expert; 1 turns it off, as the 4-step LoRA expects.",
+    )
+    guidance_scale_2: float = Field(
+        default=video.MIN_GUIDANCE,
+        ge=video.MIN_GUIDANCE,
+        le=video.MAX_GUIDANCE,
+        allow_inf_nan=False,
+        description="Guidance of the low-noise expert; 1 turns it off.",
+    )
+    seed: int = Field(
+        default=None, ge=0, le=video.MAX_SEED, description="Same seed, same video; omitted: drawn and reported."
+    )
+    expand_prompt: bool = Field(
+        default=False, description="Rewrite the prompt with the prompt expander first; both are kept in `params`."
+    )
+
+
+class MaskForm(UploadForm):
+    image: UploadFile = ImageFile
+    composition: Literal["center", "left", "right", "full"] = Field(
+        default="center", description="Which part of the photo stays in front of the new background."
+    )
+    focus: Literal["person", "scene"] = Field(
+        default="person", description="`scene` keeps props touching the subject; `person` keeps the matte tight."
+    )
+    feather_px: int = Field(default=0, ge=0, le=MAX_FEATHER_PX, description="Softens the matte's rim (pixels).")
+
+
+class BackgroundForm(MaskForm):
+    scene_id: str = Field(
+        default=None,
+        max_length=MAX_ID_CHARS,
+        description="A scene id from `GET /v1/templates/scenes`. `scene_id`, `prompt` or both are required.",
+        json_schema_extra={"enum": _scene_ids()},
+    )
+    prompt: str = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="The new background; extends the scene's prompt."
+    )
+    negative_prompt: str = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="Replaces the scene's negative prompt."
+    )
+    steps: int = Field(default=sdxl.DEFAULT_STEPS, ge=sdxl.MIN_STEPS, le=sdxl.MAX_STEPS, description="SDXL steps.")
+    guidance_scale: float = Field(
+        default=None,
+        ge=sdxl.MIN_GUIDANCE,
+        le=sdxl.MAX_GUIDANCE,
+        allow_inf_nan=False,
+        description=f"Default: the scene's, else {sdxl.DEFAULT_GUIDANCE}.",
+    )
+    seed: int = Field(default=None, ge=0, le=sdxl.MAX_SEED, description="Omitted: drawn and reported.")
+    enrich_prompt: bool = Field(
+        default=True, description="Let the image analysis add lighting and atmosphere to the prompt."
+    )
+
+
+class AnalyzeForm(UploadForm):
+    image: UploadFile = ImageFile
+    prompt: str = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="A prompt to enrich from what the image shows."
+    )

@@ -1,0 +1,47 @@
+"""Turning whatever a model replica's job run raised into the job's final state."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from deployments.jobs.store import JobStore
+from pipelines.common.errors import JobCancelledError, VividFlowError
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def recorded_outcome(store: JobStore, job_id: str, worker: str) -> Iterator[None]:
+    """Cancelled, failed with the project's message, or failed as an internal error: never left running.
+
+    Every write names the worker, so a worker whose job was reaped and handed to another replica
+    cannot overwrite what the new owner records.
+    """
+    try:
+        yield
+    except JobCancelledError:
+        store.mark_cancelled(job_id, worker=worker)
+    except VividFlowError as exc:
+        store.fail(job_id, exc.kind, exc.message, worker=worker)
+    except Exception:
+        log.exception("job %s failed", job_id)
+        store.fail(
+            job_id,
+            "internal_error",
+            f"the job failed unexpectedly; the replica log has details (job {job_id})",
+            worker=worker,
+        )
+
+
+def call_deployment(target, method: str, *args):
+    """Call ``target.method(*args)`` from a worker thread, on a Ray handle or an in-process shim alike."""
+    bound = getattr(target, method)
+    if hasattr(bound, "remote"):
+        return bound.remote(*args).result()
+    if inspect.iscoroutinefunction(bound):
+        return asyncio.run(bound(*args))
+    return bound(*args)

@@ -1,0 +1,389 @@
+"""Job store on Redis: the cluster backend, reachable from every ingress and model replica on any node.
+
+Keys (all under the configured prefix):
+
+- ``job:<id>``: one hash per job. Finished jobs get a TTL so the database does not grow forever.
+- ``jobs:unfinished``: sorted set of the jobs that have not ended yet, scored by ``created_at``.
+- ``queue:<kind>``: sorted set of the queued jobs of one kind, scored by ``created_at``, so the oldest is
+  claimed first, a re-queued job gets its old place back, and the depth an autoscaler reads is one ZCARD.
+- ``jobs:running``: sorted set of the running jobs scored by their last heartbeat, so the reaper finds the
+  stale ones with one range query instead of scanning every job.
+
+Every transition runs as one Lua script: Redis executes scripts atomically, so the status check and the
+writes to the hash and the sets cannot interleave with another replica's, two workers never claim the same
+job, and a late writer can never move a finished job back. Scripts derive job and queue keys from the
+prefix (the id or kind is only known inside the script); standalone Redis allows that, Redis Cluster would
+need the keys under one hash tag. Timestamps and progress are computed here, not in Lua, because Lua's
+number-to-string conversion would round them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from deployments.errors import JobNotFoundError, ServiceNotReadyError
+from deployments.jobs.store import Job, new_job
+
+DEFAULT_FINISHED_JOB_TTL_S = 7 * 24 * 3600
+
+# KEYS: job hash, unfinished index, running set. ARGV: job id, rules (JSON), TTL, queue key prefix.
+# Rules are tried in order; the first whose "from" holds the job's status (and whose worker, if it names
+# one, is the job's worker) is applied and its 1-based index returned (0: none applied). A missing hash
+# (unknown or expired job) is never re-created by a late writer.
+_TRANSITION = """
+local fields = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'worker', 'kind')
+local status = fields[1]
+if not status then return 0 end
+local cancel_requested = fields[2] == '1'
+for i, rule in ipairs(cjson.decode(ARGV[2])) do
+  local allowed = false
+  for _, from in ipairs(rule['from']) do
+    if from == status then allowed = true end
+  end
+  if rule['worker'] ~= '' and rule['worker'] ~= fields[3] then allowed = false end
+  if allowed and not (rule['unless_cancel_requested'] and cancel_requested) then
+    for name, value in pairs(rule['set']) do redis.call('HSET', KEYS[1], name, value) end
+    if rule['copy'] then
+      for name, source in pairs(rule['copy']) do
+        redis.call('HSET', KEYS[1], name, redis.call('HGET', KEYS[1], source))
+      end
+    end
+    if rule['final'] then
+      redis.call('ZREM', KEYS[2], ARGV[1])
+      redis.call('ZREM', KEYS[3], ARGV[1])
+      redis.call('ZREM', ARGV[4] .. fields[4], ARGV[1])
+      redis.call('EXPIRE', KEYS[1], ARGV[3])
+    end
+    return i
+  end
+end
+return 0
+"""
+
+# KEYS: queue of the kind, unfinished index, running set. ARGV: job key prefix, worker, now, TTL.
+# Returns the claimed job's hash (HGETALL), or nil when the queue is empty.
+_CLAIM = """
+while true do
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #head == 0 then return false end
+  local id = head[1]
+  local key = ARGV[1] .. id
+  redis.call('ZREM', KEYS[1], id)
+  local fields = redis.call('HMGET', key, 'status', 'cancel_requested')
+  -- Entries whose job is gone or no longer queued are dropped; the transitions keep the queue exact, so
+  -- this only cleans up after hand edits.
+  if fields[1] == 'queued' then
+    if fields[2] == '1' then
+      -- request_cancel ends queued jobs at once, so only hand edits get here: end it, do not hand it out.
+      redis.call('HSET', key, 'status', 'cancelled', 'finished_at', ARGV[3])
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('EXPIRE', key, ARGV[4])
+    else
+      redis.call('HSET', key, 'status', 'running', 'started_at', ARGV[3], 'heartbeat_at', ARGV[3],
+                 'worker', ARGV[2], 'step', '0', 'progress', '0.0')
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('ZADD', KEYS[3], ARGV[3], id)
+      return redis.call('HGETALL', key)
+    end
+  end
+end
+"""
+
+# KEYS: job hash, running set. ARGV: job id, worker, now.
+_HEARTBEAT = """
+local fields = redis.call('HMGET', KEYS[1], 'status', 'worker')
+if fields[1] ~= 'running' or fields[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'heartbeat_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: running set, unfinished index. ARGV: job key prefix, queue key prefix, cutoff, now, max attempts, TTL.
+# Returns a flat list: action, job id, action, job id, ... in order of their last heartbeat.
+_REAP = """
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = ARGV[1] .. id
+  local fields = redis.call('HMGET', key, 'status', 'cancel_requested', 'attempts', 'kind', 'created_at')
+  if fields[1] == 'running' then
+    local attempts = tonumber(fields[3]) or 0
+    local action
+    if fields[2] == '1' then
+      action = 'cancelled'
+      redis.call('HSET', key, 'status', 'cancelled', 'finished_at', ARGV[4])
+    elseif attempts < tonumber(ARGV[5]) then
+      action = 'requeued'
+      redis.call('HSET', key, 'status', 'queued', 'step', '0', 'progress', '0.0')
+      redis.call('HDEL', key, 'worker', 'started_at', 'heartbeat_at')
+      -- Scored by created_at again: the job gets its old place at the head of its queue.
+      redis.call('ZADD', ARGV[2] .. fields[4], fields[5], id)
+    else
+      action = 'failed'
+      local message = 'the worker stopped responding ' .. tostring(attempts) .. ' time(s); giving up'
+      redis.call('HSET', key, 'status', 'failed', 'finished_at', ARGV[4],
+                 'error', cjson.encode({type = 'worker_lost', message = message}))
+    end
+    if action ~= 'requeued' then
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('EXPIRE', key, ARGV[6])
+    end
+    table.insert(out, action)
+    table.insert(out, id)
+  end
+end
+return out
+"""
+
+
+def _rule(
+    sources: list[str],
+    values: dict[str, str],
+    *,
+    final: bool = False,
+    unless_cancel_requested: bool = False,
+    copy: dict[str, str] | None = None,
+    worker: str | None = None,
+) -> dict:
+    return {
+        "from": sources,
+        "set": values,
+        "final": final,
+        "unless_cancel_requested": unless_cancel_requested,
+        "copy": copy or {},
+        "worker": worker or "",  # "" = any worker; JSON null would decode to a Lua sentinel, not nil
+    }
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisJobStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "vividflow:",
+        finished_job_ttl_s: int = DEFAULT_FINISHED_JOB_TTL_S,
+        socket_timeout_s: float = 5.0,
+    ) -> None:
+        if finished_job_ttl_s <= 0:
+            raise ValueError("finished_job_ttl_s must be positive")
+        self.url = _redacted(url)
+        self.key_prefix = key_prefix
+        self.finished_job_ttl_s = finished_job_ttl_s
+        self._unfinished_key = f"{key_prefix}jobs:unfinished"
+        self._running_key = f"{key_prefix}jobs:running"
+        self._queue_prefix = f"{key_prefix}queue:"
+        # redis-py's default retries 10 times, so a dead server would block a request for a minute;
+        # one quick retry still rides over a dropped idle connection. Connecting is lazy, so replicas
+        # may start before Redis does and report it through ``ping`` (the health check).
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=min(socket_timeout_s, 2.0),
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 1),
+            health_check_interval=30,
+        )
+        self._transition = self._redis.register_script(_TRANSITION)
+        self._claim = self._redis.register_script(_CLAIM)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+        self._reap = self._redis.register_script(_REAP)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self.key_prefix}job:{job_id}"
+
+    def queue_key(self, kind: str) -> str:
+        """The sorted set of the queued jobs of ``kind`` (ZCARD is the queue depth, e.g. for autoscaling)."""
+        return f"{self._queue_prefix}{kind}"
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        # A 503 with the store's address beats a bare socket error surfacing as a 500.
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ServiceNotReadyError(f"job store at {self.url} cannot be reached: {exc}") from exc
+
+    def _apply(self, job_id: str, *rules: dict) -> int:
+        with self._reachable():
+            return int(
+                self._transition(
+                    keys=[self._job_key(job_id), self._unfinished_key, self._running_key],
+                    args=[job_id, json.dumps(list(rules)), self.finished_job_ttl_s, self._queue_prefix],
+                )
+            )
+
+    def ping(self) -> None:
+        with self._reachable():
+            self._redis.ping()
+
+    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
+        job = new_job(kind, params, job_id)
+        record = {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "created_at": repr(job.created_at),
+            "params": json.dumps(params),
+            "progress": "0.0",
+            "step": "0",
+            "total_steps": "0",
+            "cancel_requested": "0",
+            "timings": "{}",
+            "attempts": "0",
+        }
+        # MULTI/EXEC: the hash, its index entry and its queue entry appear together (nothing is conditional, so no
+        # script is needed). Once the server has acknowledged it, every replica sees the job; surviving a Redis
+        # restart is the server's appendonly/fsync setting.
+        with self._reachable():
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(self._job_key(job.id), mapping=record)
+            pipe.zadd(self._unfinished_key, {job.id: job.created_at})
+            pipe.zadd(self.queue_key(job.kind), {job.id: job.created_at})
+            pipe.execute()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._reachable():
+            row = self._redis.hgetall(self._job_key(job_id))
+        if not row:
+            raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
+        return _job(row)
+
+    def claim_next(self, kind: str, worker: str) -> Job | None:
+        with self._reachable():
+            fields = self._claim(
+                keys=[self.queue_key(kind), self._unfinished_key, self._running_key],
+                args=[f"{self.key_prefix}job:", worker, repr(time.time()), self.finished_job_ttl_s],
+            )
+        if not fields:
+            return None
+        return _job(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        with self._reachable():
+            renewed = self._heartbeat(
+                keys=[self._job_key(job_id), self._running_key], args=[job_id, worker, repr(time.time())]
+            )
+        return int(renewed) == 1
+
+    def reap_stale(self, lease_s: float, max_attempts: int) -> list[tuple[str, str]]:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        now = time.time()
+        with self._reachable():
+            flat = self._reap(
+                keys=[self._running_key, self._unfinished_key],
+                args=[
+                    f"{self.key_prefix}job:",
+                    self._queue_prefix,
+                    repr(now - lease_s),
+                    repr(now),
+                    max_attempts,
+                    self.finished_job_ttl_s,
+                ],
+            )
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    def queue_depth(self, kind: str) -> int:
+        with self._reachable():
+            return int(self._redis.zcard(self.queue_key(kind)))
+
+    def active_jobs(self, kind: str) -> int:
+        """Queued plus running jobs of ``kind``; the running set spans kinds, so its members are looked up."""
+        with self._reachable():
+            running = self._redis.zrange(self._running_key, 0, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in running:
+                pipe.hget(self._job_key(_text(job_id)), "kind")
+            kinds = pipe.execute() if running else []
+            return int(self._redis.zcard(self.queue_key(kind))) + sum(
+                1 for k in kinds if k is not None and _text(k) == kind
+            )
+
+    def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
+        progress = step / total_steps if total_steps else 0.0
+        values = {"step": str(step), "total_steps": str(total_steps), "progress": repr(progress)}
+        self._apply(job_id, _rule(["running"], values, worker=worker))
+
+    def succeed(self, job_id: str, result: dict, timings: dict, worker: str | None = None) -> bool:
+        values = {
+            "status": "succeeded",
+            "progress": "1.0",
+            "finished_at": repr(time.time()),
+            "result": json.dumps(result),
+            "timings": json.dumps(timings),
+        }
+        rule = _rule(["running"], values, final=True, copy={"step": "total_steps"}, worker=worker)
+        return self._apply(job_id, rule) == 1
+
+    def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
+        values = {
+            "status": "failed",
+            "finished_at": repr(time.time()),
+            "error": json.dumps({"type": error_type, "message": message}),
+        }
+        return self._apply(job_id, _rule(["queued", "running"], values, final=True, worker=worker)) == 1
+
+    def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
+        values = {"status": "cancelled", "finished_at": repr(time.time()), "cancel_requested": "1"}
+        return self._apply(job_id, _rule(["queued", "running"], values, final=True, worker=worker)) == 1
+
+    def request_cancel(self, job_id: str) -> Job:
+        cancel_now = {"status": "cancelled", "finished_at": repr(time.time()), "cancel_requested": "1"}
+        self._apply(
+            job_id,
+            _rule(["queued"], cancel_now, final=True),
+            _rule(["running"], {"cancel_requested": "1"}),
+        )
+        return self.get(job_id)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with self._reachable():
+            return self._redis.hget(self._job_key(job_id), "cancel_requested") == "1"
+
+
+def _job(row: dict[str, str]) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        status=row["status"],
+        progress=float(row["progress"]),
+        step=int(row["step"]),
+        total_steps=int(row["total_steps"]),
+        created_at=float(row["created_at"]),
+        started_at=float(row["started_at"]) if "started_at" in row else None,
+        finished_at=float(row["finished_at"]) if "finished_at" in row else None,
+        params=json.loads(row["params"]),
+        error=json.loads(row["error"]) if "error" in row else None,
+        result=json.loads(row["result"]) if "result" in row else None,
+        cancel_requested=row["cancel_requested"] == "1",
+        worker=row.get("worker"),
+        timings=json.loads(row["timings"]),
+        attempts=int(row.get("attempts", "0")),  # hashes written before the queue have no attempts field
+        heartbeat_at=float(row["heartbeat_at"]) if "heartbeat_at" in row else None,
+    )
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

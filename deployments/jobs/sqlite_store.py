@@ -1,0 +1,270 @@
+"""Job store on one SQLite file: the embedded default, shared by every replica on one machine.
+
+WAL mode lets the ingress read while a model replica writes progress. Each call opens its own
+short-lived connection, so the store is safe to use from any thread or process. Read-then-write
+operations (claiming, reaping, the migration) run in ``BEGIN IMMEDIATE`` transactions: the write lock is
+taken before the read, so two replicas can never both see the same queued job as free.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from deployments.errors import JobNotFoundError
+from deployments.jobs.store import Job, new_job
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    step INTEGER NOT NULL DEFAULT 0,
+    total_steps INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    params TEXT NOT NULL,
+    error TEXT,
+    result TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    timings TEXT NOT NULL DEFAULT '{}',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    heartbeat_at REAL
+)
+"""
+# Serves claim_next (oldest queued of a kind), queue_depth and the reaper's scan of running jobs.
+_QUEUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, kind, created_at)"
+
+# Columns added after files were already in use, with the DDL that adds them to such a file.
+_ADDED_COLUMNS = {
+    "attempts": "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "heartbeat_at": "ALTER TABLE jobs ADD COLUMN heartbeat_at REAL",
+}
+
+
+class SQLiteJobStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # not allowed inside a transaction
+        # One transaction, so replicas opening an old file at the same time do not both try the ALTER.
+        with self._transaction() as db:
+            db.execute(_TABLE)
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}
+            missing = [name for name in _ADDED_COLUMNS if name not in columns]
+            for name in missing:
+                db.execute(_ADDED_COLUMNS[name])
+            if "heartbeat_at" in missing:
+                # Jobs left running by pre-queue replicas never heartbeat: date their lease from their start
+                # so the reaper settles them instead of leaving them running forever.
+                db.execute(
+                    "UPDATE jobs SET heartbeat_at = COALESCE(started_at, created_at), attempts = 1 "
+                    "WHERE status = 'running'"
+                )
+            db.execute(_QUEUE_INDEX)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _execute(self, sql: str, args: tuple = ()) -> int:
+        with closing(self._connect()) as db:
+            return db.execute(sql, args).rowcount
+
+    def ping(self) -> None:
+        with closing(self._connect()) as db:
+            db.execute("SELECT 1").fetchone()
+
+    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
+        job = new_job(kind, params, job_id)
+        self._execute(
+            "INSERT INTO jobs (id, kind, status, created_at, params) VALUES (?, ?, ?, ?, ?)",
+            (job.id, job.kind, job.status, job.created_at, json.dumps(params)),
+        )
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
+        return _job(row)
+
+    def claim_next(self, kind: str, worker: str) -> Job | None:
+        now = time.time()
+        with self._transaction() as db:
+            while True:
+                row = db.execute(
+                    "SELECT id, cancel_requested FROM jobs WHERE status = 'queued' AND kind = ? "
+                    "ORDER BY created_at, id LIMIT 1",
+                    (kind,),
+                ).fetchone()
+                if row is None:
+                    return None
+                if not row["cancel_requested"]:
+                    break
+                # request_cancel ends queued jobs at once, so this is only reachable by hand-edited rows;
+                # ending it here keeps it from blocking the head of the queue.
+                db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (now, row["id"]))
+            db.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, worker = ?, "
+                "attempts = attempts + 1, step = 0, progress = 0 WHERE id = ?",
+                (now, now, worker, row["id"]),
+            )
+            return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def heartbeat(self, job_id: str, worker: str) -> bool:
+        return (
+            self._execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND worker = ?",
+                (time.time(), job_id, worker),
+            )
+            == 1
+        )
+
+    def reap_stale(self, lease_s: float, max_attempts: int) -> list[tuple[str, str]]:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        now = time.time()
+        reaped: list[tuple[str, str]] = []
+        with self._transaction() as db:
+            stale = db.execute(
+                "SELECT id, attempts, cancel_requested FROM jobs WHERE status = 'running' AND heartbeat_at < ? "
+                "ORDER BY heartbeat_at, id",
+                (now - lease_s,),
+            ).fetchall()
+            for row in stale:
+                if row["cancel_requested"]:
+                    db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (now, row["id"]))
+                    reaped.append(("cancelled", row["id"]))
+                elif row["attempts"] < max_attempts:
+                    # created_at is kept, so the job goes back to its old place at the head of the queue.
+                    db.execute(
+                        "UPDATE jobs SET status = 'queued', worker = NULL, started_at = NULL, heartbeat_at = NULL, "
+                        "step = 0, progress = 0 WHERE id = ?",
+                        (row["id"],),
+                    )
+                    reaped.append(("requeued", row["id"]))
+                else:
+                    error = {
+                        "type": "worker_lost",
+                        "message": f"the worker stopped responding {row['attempts']} time(s); giving up",
+                    }
+                    db.execute(
+                        "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                        (now, json.dumps(error), row["id"]),
+                    )
+                    reaped.append(("failed", row["id"]))
+        return reaped
+
+    def queue_depth(self, kind: str) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND kind = ?", (kind,)).fetchone()[0]
+
+    def active_jobs(self, kind: str) -> int:
+        with closing(self._connect()) as db:
+            query = "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running') AND kind = ?"
+            return db.execute(query, (kind,)).fetchone()[0]
+
+    def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
+        owned, owner = _owned_by(worker)
+        self._execute(
+            f"UPDATE jobs SET step=?, total_steps=?, progress=? WHERE id=? AND status='running'{owned}",
+            (step, total_steps, step / total_steps if total_steps else 0.0, job_id, *owner),
+        )
+
+    def succeed(self, job_id: str, result: dict, timings: dict, worker: str | None = None) -> bool:
+        owned, owner = _owned_by(worker)
+        return (
+            self._execute(
+                "UPDATE jobs SET status='succeeded', progress=1, step=total_steps, finished_at=?, result=?, timings=? "
+                f"WHERE id=? AND status='running'{owned}",
+                (time.time(), json.dumps(result), json.dumps(timings), job_id, *owner),
+            )
+            == 1
+        )
+
+    def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
+        owned, owner = _owned_by(worker)
+        return (
+            self._execute(
+                "UPDATE jobs SET status='failed', finished_at=?, error=? "
+                f"WHERE id=? AND status IN ('queued', 'running'){owned}",
+                (time.time(), json.dumps({"type": error_type, "message": message}), job_id, *owner),
+            )
+            == 1
+        )
+
+    def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
+        owned, owner = _owned_by(worker)
+        return (
+            self._execute(
+                "UPDATE jobs SET status='cancelled', finished_at=?, cancel_requested=1 "
+                f"WHERE id=? AND status IN ('queued', 'running'){owned}",
+                (time.time(), job_id, *owner),
+            )
+            == 1
+        )
+
+    def request_cancel(self, job_id: str) -> Job:
+        now = time.time()
+        self._execute(
+            "UPDATE jobs SET status='cancelled', finished_at=?, cancel_requested=1 WHERE id=? AND status='queued'",
+            (now, job_id),
+        )
+        self._execute("UPDATE jobs SET cancel_requested=1 WHERE id=? AND status='running'", (job_id,))
+        return self.get(job_id)
+
+    def is_cancel_requested(self, job_id: str) -> bool:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+
+def _owned_by(worker: str | None) -> tuple[str, tuple]:
+    """The extra WHERE clause (and its argument) that fences a write to the job's current worker."""
+    # Only running jobs have a worker (a requeued job's is cleared), so a fenced write never hits a queued job.
+    return (" AND worker=?", (worker,)) if worker is not None else ("", ())
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        status=row["status"],
+        progress=row["progress"],
+        step=row["step"],
+        total_steps=row["total_steps"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        params=json.loads(row["params"]),
+        error=json.loads(row["error"]) if row["error"] else None,
+        result=json.loads(row["result"]) if row["result"] else None,
+        cancel_requested=bool(row["cancel_requested"]),
+        worker=row["worker"],
+        timings=json.loads(row["timings"]),
+        attempts=row["attempts"],
+        heartbeat_at=row["heartbeat_at"],
+    )

@@ -1,0 +1,1 @@
+"""Background replacement: segmentation, image analysis, SDXL backgrounds, mask controls and compositing."""

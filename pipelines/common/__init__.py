@@ -1,0 +1,1 @@
+"""Pieces every task shares: errors, typed-config base, devices, callbacks, text checks, images, MP4, files."""
