@@ -149,6 +149,14 @@ def _wait(url: str, job_id: str, predicate, timeout_s: float = 300) -> dict:
         time.sleep(0.25)
 
 
+def test_a_client_generated_from_the_served_document_runs_a_video_job(serve, tmp_path):
+    """openapi-python-client, fed the document this app serves, submits, polls and downloads a video."""
+    from tests.test_generated_client import exercise_video_job
+
+    document = httpx.get(f"{serve.url}/openapi.json", timeout=30).json()
+    exercise_video_job(document, serve.url, tmp_path, "ray_serve")
+
+
 def test_killing_the_video_replica_mid_job_requeues_the_job(serve):
     job = _submit_video(serve.url, duration_s=1, seed=8)
     _wait(serve.url, job["id"], lambda j: j["status"] == "running" and j["step"] >= 1)

@@ -26,7 +26,10 @@ MAX_ID_CHARS = 100
 
 ImageFile = Field(
     description="The photo: PNG, JPEG, WebP, TIFF, BMP or GIF (first frame); at most the configured upload size "
-    "(50 MB by default) and 40 megapixels, each side at least 16 px. EXIF rotation is applied."
+    "(50 MB by default) and 40 megapixels, each side at least 16 px. EXIF rotation is applied.",
+    # OpenAPI 3.1 says `contentMediaType` (FastAPI writes it); client generators still look for the 3.0
+    # spelling of a file part, and both are valid 3.1.
+    json_schema_extra={"format": "binary"},
 )
 
 

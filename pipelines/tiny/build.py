@@ -23,7 +23,7 @@ from pipelines.tiny.segmentation import TINY_BIREFNET, TINY_U2NET, build_tiny_bi
 from pipelines.tiny.wan import TINY_WAN_I2V, TINY_WAN_LORA, build_wan_i2v, build_wan_lora
 
 BUILD_MARKER = "vividflow-tiny.json"
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: one-block Wan experts, a Wan VAE without residual blocks
 
 
 _BUILDERS = {

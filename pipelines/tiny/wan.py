@@ -42,7 +42,9 @@ def tiny_wan_expert(text_dim: int = 32):
         text_dim=text_dim,
         freq_dim=32,
         ffn_dim=64,
-        num_layers=2,
+        # One block: attention over a 5-second video's 32,760 tokens dominates a tiny render, and every
+        # property the tests check (expert switching, LoRA fusion, quantisation, shapes) holds with one.
+        num_layers=1,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
@@ -91,11 +93,15 @@ def build_wan_i2v(out_dir: Path, seed: int = 0) -> Path:
             eos_token_id=tokenizer.eos_token_id,
         )
     ).eval()
+    # The same 8x spatial and 4x temporal compression and 16 latent channels as Wan2.2's VAE; no residual
+    # blocks, so the CPU spends its time where the real VAE would (the causal convolutions at full
+    # resolution, see pipelines/video/cpu_vae.py) rather than in blocks that only add weights: 1 s decodes
+    # in 1.9 s instead of 3.5 s on two cores.
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=16,
         dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
+        num_res_blocks=0,
         temperal_downsample=[False, True, True],
     ).eval()
 

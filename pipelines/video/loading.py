@@ -21,6 +21,7 @@ import torch
 from pipelines.common.devices import DTYPES, require_fp8_compute, resolve_device
 from pipelines.common.errors import ModelNotFoundError, UnsupportedHardwareError
 from pipelines.video.config import VideoModelConfig
+from pipelines.video.cpu_vae import use_onednn_convolutions
 from pipelines.video.prepared_experts import load_prepared_experts, read_prepared_marker
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ def configure_pipeline(
     if fuse and config.lora is not None:
         fuse_lora(pipe, config)
     pipe.to(device)
+    if device.type == "cpu":
+        use_onednn_convolutions(pipe.vae)
     quantize(pipe, config, device, experts=quantize_experts)
     if config.attention_backend is not None:
         set_attention_backend(pipe, config.attention_backend)
