@@ -15,7 +15,7 @@ import numpy as np
 
 from deployments.config import BackgroundGeneratorConfig, JobQueueConfig, JobStoreConfig
 from deployments.jobs.connect import open_job_store, open_results
-from deployments.jobs.outcome import call_deployment, recorded_outcome
+from deployments.jobs.outcome import call_deployment, publish_result, recorded_outcome
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.store import Job, JobStore
 from deployments.jobs.worker import JobWorker
@@ -81,9 +81,9 @@ class BackgroundGenerator:
             image = self.results.load_input(job.id)
             request = BackgroundJobRequest(image=image, **{k: job.params[k] for k in REQUEST_FIELDS})
             self.store.report_progress(job.id, 0, request.steps, worker=worker)
-            self._render(job.id, worker, request)
+            self._render(job.id, job.attempts, worker, request)
 
-    def _render(self, job_id: str, worker: str, request: BackgroundJobRequest) -> None:
+    def _render(self, job_id: str, attempt: int, worker: str, request: BackgroundJobRequest) -> None:
         from pipelines.background.sdxl import BackgroundRequest
 
         timings: dict[str, float] = {}
@@ -113,11 +113,11 @@ class BackgroundGenerator:
         result = self.pipeline(
             synthesis,
             progress=lambda step, total: self.store.report_progress(job_id, step, total, worker=worker),
-            should_cancel=lambda: self.store.is_cancel_requested(job_id),
+            should_cancel=lambda: self.store.should_stop(job_id, worker),  # fenced to this claim
         )
         timings.update(result.timings_s)
         clock = time.perf_counter()
-        path, size = self._composite_and_save(job_id, request, result.image, mask.alpha)
+        path, size = self._composite_and_save(job_id, attempt, request, result.image, mask.alpha)
         timings["composite"] = time.perf_counter() - clock
         details = {
             "mask": mask.summary(),
@@ -127,17 +127,18 @@ class BackgroundGenerator:
         }
         info = {"path": str(path), "content_type": "image/png", "bytes": size, "details": details}
         timings = {name: round(seconds, 4) for name, seconds in timings.items()}
-        if not self.store.succeed(job_id, info, timings, worker=worker):
-            path.unlink(missing_ok=True)
+        publish_result(self.store, job_id, worker, path, info, timings)
 
-    def _composite_and_save(self, job_id: str, request: BackgroundJobRequest, background, alpha: np.ndarray):
+    def _composite_and_save(
+        self, job_id: str, attempt: int, request: BackgroundJobRequest, background, alpha: np.ndarray
+    ):
         from PIL import Image
 
         foreground = np.asarray(request.image)
         backdrop = fit_background(np.asarray(background), foreground.shape[1], foreground.shape[0])
-        composite = composite_onto_background(foreground, backdrop, alpha)
+        composite = composite_onto_background(foreground, backdrop, alpha, blend_space=self.config.blend_space)
         data = encode_png(Image.fromarray(composite))
-        return write_atomically(self.results.path_for(job_id, "png"), data), len(data)
+        return write_atomically(self.results.result_path(job_id, attempt, "png"), data), len(data)
 
     def check_health(self) -> None:
         self.store.ping()

@@ -103,6 +103,12 @@ class SegmenterConfig(StrictModel):
 
 class BackgroundGeneratorConfig(StrictModel):
     model: BackgroundModelConfig
+    blend_space: Literal["srgb", "linear"] = Field(
+        default="srgb",
+        description="Space the subject is blended onto the new background in: `srgb`, where segmentation "
+        "models and matting datasets define alpha (linear light would make hair and fur edges paler); "
+        "`linear` for mattes defined in linear light.",
+    )
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.5, max_ongoing_requests=1)
 
 

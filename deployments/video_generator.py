@@ -12,7 +12,7 @@ import time
 
 from deployments.config import JobQueueConfig, JobStoreConfig, VideoGeneratorConfig
 from deployments.jobs.connect import open_job_store, open_results
-from deployments.jobs.outcome import recorded_outcome
+from deployments.jobs.outcome import publish_result, recorded_outcome
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.store import Job, JobStore
 from deployments.jobs.worker import JobWorker
@@ -56,22 +56,24 @@ class VideoGenerator:
             self.worker.start()
 
     def run_job(self, job: Job, worker: str) -> None:
+        def should_stop() -> bool:  # fenced to this claim: a reaped-and-reassigned job stops here too
+            return self.store.should_stop(job.id, worker)
+
         with recorded_outcome(self.store, job.id, worker):
             request = VideoRequest(image=self.results.load_input(job.id), **{k: job.params[k] for k in REQUEST_FIELDS})
             self.store.report_progress(job.id, 0, request.steps, worker=worker)
             result = self.pipeline(
                 request,
                 progress=lambda step, total: self.store.report_progress(job.id, step, total, worker=worker),
-                should_cancel=lambda: self.store.is_cancel_requested(job.id),
+                should_cancel=should_stop,
             )
-            path = self.results.path_for(job.id, "mp4")
+            path = self.results.result_path(job.id, job.attempts, "mp4")
             export = self.config.export
             timings = dict(result.timings_s)
             timings["export"] = export_mp4(result.frames, path, fps=result.fps, crf=export.crf, preset=export.preset)
             timings = {name: round(seconds, 4) for name, seconds in timings.items()}
             info = {"path": str(path), "content_type": "video/mp4", "bytes": path.stat().st_size}
-            if not self.store.succeed(job.id, info, timings, worker=worker):
-                path.unlink(missing_ok=True)
+            publish_result(self.store, job.id, worker, path, info, timings)
 
     def check_health(self) -> None:
         self.store.ping()

@@ -98,9 +98,10 @@ def test_result_is_409_until_succeeded_and_cancel_is_idempotent(client):
     assert wait_for(client, queued["id"], final)["status"] == "cancelled"
     assert client.get(f"/v1/jobs/{queued['id']}/result").status_code == 409
     assert wait_for(client, blocker["id"], final)["status"] == "succeeded"
-    # cancelling a finished job changes nothing
-    after = client.post(f"/v1/jobs/{blocker['id']}/cancel").json()
-    assert after["status"] == "succeeded"
+    # cancelling a job whose result is published is refused, saying why, and changes nothing
+    after = client.post(f"/v1/jobs/{blocker['id']}/cancel")
+    assert after.status_code == 409 and "already succeeded" in after.json()["error"]["message"]
+    assert client.get(f"/v1/jobs/{blocker['id']}").json()["status"] == "succeeded"
 
 
 def test_cancel_stops_a_running_job_at_the_next_step(client):

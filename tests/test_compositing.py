@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import cv2
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from deployments.config import BackgroundGeneratorConfig
 from pipelines.background.compositor import composite_onto_background, linear_to_srgb, plain_alpha_blend, srgb_to_linear
 from pipelines.background.mask_controls import apply_composition, mask_preview_png
+from pipelines.background.sdxl import BackgroundModelConfig
 from pipelines.common.errors import InvalidInputError
 
 SIZE = 96
@@ -32,8 +35,24 @@ def _soft_disc() -> np.ndarray:
 
 
 def _over(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Linear-light-defined composite."""
     a = alpha[..., None]
     return linear_to_srgb(a * srgb_to_linear(fg) + (1 - a) * srgb_to_linear(bg))
+
+
+def _over_srgb(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """sRGB-defined composite: I = a*F + (1 - a)*B on the 8-bit sRGB values, as matting datasets define alpha."""
+    a = alpha.astype(np.float64)[..., None]
+    return np.rint(a * fg.astype(np.float64) + (1 - a) * bg.astype(np.float64)).astype(np.uint8)
+
+
+MIXES = {"srgb": _over_srgb, "linear": _over}
+ENGINES = [
+    pytest.param(composite_onto_background, id="engine-default"),
+    pytest.param(partial(composite_onto_background, blend_space="srgb"), id="engine-srgb"),
+    pytest.param(partial(composite_onto_background, blend_space="linear"), id="engine-linear"),
+    pytest.param(plain_alpha_blend, id="plain"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +65,7 @@ def green_screen():
     return fg, alpha, old, new
 
 
-@pytest.mark.parametrize("blend", [composite_onto_background, plain_alpha_blend])
+@pytest.mark.parametrize("blend", ENGINES)
 def test_shapes_dtypes_and_background_resize(blend, green_screen):
     fg, alpha, old, new = green_screen
     photo = _over(fg, alpha, old)
@@ -55,7 +74,7 @@ def test_shapes_dtypes_and_background_resize(blend, green_screen):
     assert out.shape == photo.shape and out.dtype == np.uint8
 
 
-@pytest.mark.parametrize("blend", [composite_onto_background, plain_alpha_blend])
+@pytest.mark.parametrize("blend", ENGINES)
 def test_transparent_gives_background_and_opaque_gives_foreground(blend, green_screen):
     fg, _, old, new = green_screen
     zeros = np.zeros((SIZE, SIZE), np.float32)
@@ -68,15 +87,18 @@ def test_transparent_gives_background_and_opaque_gives_foreground(blend, green_s
     np.testing.assert_array_equal(out[alpha == 1], fg[alpha == 1])
 
 
-def test_soft_alpha_stays_soft():
-    # Flat colours make the effective matte of the output measurable: out = a*F + (1-a)*B (linear).
+@pytest.mark.parametrize("space", ["srgb", "linear"])
+def test_soft_alpha_stays_soft(space):
+    # Flat colours make the effective matte of the output measurable: out = a*F + (1-a)*B, in the
+    # values of the space the matte was defined (and blended) in.
     f_col, old_col, new_col = np.float32([230, 200, 60]), np.float32([20, 180, 70]), np.float32([40, 40, 200])
     alpha = _soft_disc()
     fg = np.full((SIZE, SIZE, 3), f_col, np.uint8)
-    photo = _over(fg, alpha, np.full_like(fg, old_col))
-    out = composite_onto_background(photo, np.full_like(fg, new_col), alpha)
-    f_lin, b_lin = srgb_to_linear(f_col.astype(np.uint8)), srgb_to_linear(new_col.astype(np.uint8))
-    effective = ((srgb_to_linear(out) - b_lin) @ (f_lin - b_lin)) / float((f_lin - b_lin) @ (f_lin - b_lin))
+    photo = MIXES[space](fg, alpha, np.full_like(fg, old_col))
+    out = composite_onto_background(photo, np.full_like(fg, new_col), alpha, **BLEND_OPTIONS[space])
+    values = srgb_to_linear if space == "linear" else (lambda rgb: rgb.astype(np.float32) / 255.0)
+    f_val, b_val = values(f_col.astype(np.uint8)), values(new_col.astype(np.uint8))
+    effective = ((values(out) - b_val) @ (f_val - b_val)) / float((f_val - b_val) @ (f_val - b_val))
     soft = (alpha > 0.02) & (alpha < 0.98)
     kept_soft = (effective > 0.01) & (effective < 0.99)
     assert soft.sum() > 500
@@ -84,18 +106,71 @@ def test_soft_alpha_stays_soft():
     assert np.abs(effective - alpha)[soft].mean() < 0.03
 
 
-def test_engine_beats_plain_blend_at_the_edges(green_screen):
-    fg, alpha, old, new = green_screen
-    photo, target = _over(fg, alpha, old), _over(fg, alpha, new)
+def _edge_de(target: np.ndarray, out: np.ndarray, alpha: np.ndarray) -> float:
     edge = (alpha > 0.01) & (alpha < 0.99)
-    lab_target = rgb2lab(target[edge] / 255.0)
+    return float(deltaE_ciede2000(rgb2lab(target[edge] / 255.0), rgb2lab(out[edge] / 255.0)).mean())
 
-    def edge_de(out: np.ndarray) -> float:
-        return float(deltaE_ciede2000(lab_target, rgb2lab(out[edge] / 255.0)).mean())
 
-    engine = edge_de(composite_onto_background(photo, new, alpha))
-    plain = edge_de(plain_alpha_blend(photo, new, alpha))
+# The default (no keyword) must be the sRGB blend: sRGB-defined mattes go through it unconfigured.
+BLEND_OPTIONS = {"srgb": {}, "linear": {"blend_space": "linear"}}
+
+
+@pytest.mark.parametrize("space", ["srgb", "linear"])
+def test_engine_beats_plain_blend_at_the_edges(space, green_screen):
+    fg, alpha, old, new = green_screen
+    mix = MIXES[space]
+    photo, target = mix(fg, alpha, old), mix(fg, alpha, new)
+    engine = _edge_de(target, composite_onto_background(photo, new, alpha, **BLEND_OPTIONS[space]), alpha)
+    plain = _edge_de(target, plain_alpha_blend(photo, new, alpha), alpha)
     assert engine < 0.5 * plain, (engine, plain)
+
+
+def _strands_and_outline() -> tuple[np.ndarray, np.ndarray]:
+    """Semi-transparent dark strands over a light backdrop and a dark anti-aliased outline: where the
+    blending space shows most (a linear-light blend of an sRGB-defined matte pales and thins both)."""
+    canvas = np.zeros((SIZE * 4, SIZE * 4), np.uint8)
+    cv2.circle(canvas, (SIZE * 2, SIZE * 2), SIZE, 255, -1)
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        x0, y0 = rng.integers(0, SIZE * 4, 2)
+        x1, y1 = rng.integers(0, SIZE * 4, 2)
+        cv2.line(canvas, (int(x0), int(y0)), (int(x1), int(y1)), int(rng.integers(90, 200)), 2)
+    alpha = cv2.resize(canvas, (SIZE, SIZE), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    fg = _field(rng, (60, 40, 30), 0.4)  # dark hair / ink
+    return fg, alpha
+
+
+@pytest.mark.parametrize(("defined_in", "other"), [("srgb", "linear"), ("linear", "srgb")])
+def test_blending_in_the_space_the_matte_was_defined_in_reproduces_it(defined_in, other):
+    fg, alpha = _strands_and_outline()
+    rng = np.random.default_rng(11)
+    old, new = _field(rng, (235, 230, 215), 0.1), _field(rng, (150, 200, 120), 0.3)
+    mix = MIXES[defined_in]
+    photo, target = mix(fg, alpha, old), mix(fg, alpha, new)
+    right = composite_onto_background(photo, new, alpha, **BLEND_OPTIONS[defined_in])
+    wrong = composite_onto_background(photo, new, alpha, blend_space=other)
+    right_de, wrong_de = _edge_de(target, right, alpha), _edge_de(target, wrong, alpha)
+    assert right_de < 1.0 and right_de < 0.3 * wrong_de, (right_de, wrong_de)
+    for out in (right, wrong):  # core and background untouched either way
+        np.testing.assert_array_equal(out[alpha == 0], new[alpha == 0])
+        np.testing.assert_array_equal(out[alpha == 1], photo[alpha == 1])
+
+
+def test_default_is_srgb_in_the_engine_and_the_background_job():
+    fg, alpha = _strands_and_outline()
+    rng = np.random.default_rng(2)
+    old, new = _field(rng, (235, 230, 215), 0.1), _field(rng, (150, 200, 120), 0.3)
+    photo = _over_srgb(fg, alpha, old)
+    np.testing.assert_array_equal(
+        composite_onto_background(photo, new, alpha), composite_onto_background(photo, new, alpha, blend_space="srgb")
+    )
+    model = BackgroundModelConfig(path="unused")
+    assert BackgroundGeneratorConfig(model=model).blend_space == "srgb"
+    assert BackgroundGeneratorConfig(model=model, blend_space="linear").blend_space == "linear"
+    with pytest.raises(ValueError):
+        BackgroundGeneratorConfig(model=model, blend_space="lab")
+    with pytest.raises(ValueError, match="blend_space"):
+        composite_onto_background(photo, new, alpha, blend_space="lab")
 
 
 def test_bad_inputs_name_the_field(green_screen):

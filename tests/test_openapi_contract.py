@@ -84,7 +84,7 @@ REQUIRED_ERROR_STATUSES = {
     ("post", "/v1/videos"): {"400", "413", "429"},
     ("get", "/v1/jobs/{job_id}"): {"404"},
     ("get", "/v1/jobs/{job_id}/result"): {"404", "409"},
-    ("post", "/v1/jobs/{job_id}/cancel"): {"404"},
+    ("post", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
     ("get", "/v1/jobs/{job_id}/events"): {"404"},
     ("post", "/v1/prompts/expand"): {"400"},
     ("post", "/v1/backgrounds/mask"): {"400", "413", "429", "503"},

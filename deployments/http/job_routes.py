@@ -78,12 +78,18 @@ def job_router(services: ApiServices) -> APIRouter:
 
     @router.post(
         "/v1/jobs/{job_id}/cancel",
-        summary="Cancel a job (idempotent)",
-        responses={200: {"model": Job}, **error_responses(404, 503)},
+        summary="Cancel a job (idempotent; 409 once its result is published)",
+        responses={200: {"model": Job}, **error_responses(404, 409, 503)},
     )
     async def cancel_job(job_id: str) -> dict:
         before = await run_in_threadpool(store.get, job_id)
         job = await run_in_threadpool(store.request_cancel, job_id)
+        if job.status == "succeeded":  # the result was published before the cancel arrived
+            raise JobStateError(
+                f"job {job_id} already succeeded: its result was published before the cancel arrived, "
+                "so there is nothing left to cancel",
+                field="job_id",
+            )
         if before.status == "queued" and job.status == "cancelled":  # no worker will ever count this one
             record_finished(job)
         return job.public()

@@ -7,6 +7,7 @@ import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from deployments.jobs.store import JobStore
 from pipelines.common.errors import JobCancelledError, VividFlowError
@@ -35,6 +36,22 @@ def recorded_outcome(store: JobStore, job_id: str, worker: str) -> Iterator[None
             f"the job failed unexpectedly; the replica log has details (job {job_id})",
             worker=worker,
         )
+
+
+def publish_result(store: JobStore, job_id: str, worker: str, path: Path, info: dict, timings: dict) -> None:
+    """Mark the job succeeded with the file at ``path`` (this attempt's own), or remove the file and stop.
+
+    Checked just before publishing, and again if the store refuses: a cancel accepted while the file was
+    being written ends the job ``cancelled``, and a worker that lost its claim only removes its own file.
+    """
+    try:
+        if store.should_stop(job_id, worker):
+            raise JobCancelledError("cancelled before the result was published")
+        if not store.succeed(job_id, info, timings, worker=worker):
+            raise JobCancelledError("the result was not published: the job was cancelled or handed to another worker")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def call_deployment(target, method: str, *args):

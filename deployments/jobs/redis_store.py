@@ -334,7 +334,9 @@ class RedisJobStore:
             "result": json.dumps(result),
             "timings": json.dumps(timings),
         }
-        rule = _rule(["running"], values, final=True, copy={"step": "total_steps"}, worker=worker)
+        rule = _rule(
+            ["running"], values, final=True, copy={"step": "total_steps"}, worker=worker, unless_cancel_requested=True
+        )
         return self._apply(job_id, rule) == 1
 
     def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
@@ -361,6 +363,11 @@ class RedisJobStore:
     def is_cancel_requested(self, job_id: str) -> bool:
         with self._reachable():
             return self._redis.hget(self._job_key(job_id), "cancel_requested") == "1"
+
+    def should_stop(self, job_id: str, worker: str) -> bool:
+        with self._reachable():
+            cancel, status, owner = self._redis.hmget(self._job_key(job_id), "cancel_requested", "status", "worker")
+        return status is None or cancel == "1" or status != "running" or owner != worker
 
 
 def _job(row: dict[str, str]) -> Job:

@@ -20,6 +20,13 @@ class ResultFiles:
             raise ValueError(f"unexpected job id {job_id!r}")
         return self.root / f"{job_id}.{extension}"
 
+    def result_path(self, job_id: str, attempt: int, extension: str) -> Path:
+        """Where attempt ``attempt`` of a job writes its result. Each attempt has its own file, so a worker
+        that lost its claim (and still renders) can neither overwrite nor delete the winner's result."""
+        if attempt < 0:
+            raise ValueError(f"unexpected attempt {attempt}")
+        return self.path_for(job_id, f"{attempt}.{extension}")
+
     def input_path(self, job_id: str) -> Path:
         """The normalised input image, written by the ingress before the job is queued."""
         return self.path_for(job_id, "input.png")

@@ -199,7 +199,7 @@ class SQLiteJobStore:
         return (
             self._execute(
                 "UPDATE jobs SET status='succeeded', progress=1, step=total_steps, finished_at=?, result=?, timings=? "
-                f"WHERE id=? AND status='running'{owned}",
+                f"WHERE id=? AND status='running' AND cancel_requested=0{owned}",
                 (time.time(), json.dumps(result), json.dumps(timings), job_id, *owner),
             )
             == 1
@@ -240,6 +240,11 @@ class SQLiteJobStore:
         with closing(self._connect()) as db:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row["cancel_requested"])
+
+    def should_stop(self, job_id: str, worker: str) -> bool:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT cancel_requested, status, worker FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is None or bool(row["cancel_requested"]) or row["status"] != "running" or row["worker"] != worker
 
 
 def _owned_by(worker: str | None) -> tuple[str, tuple]:

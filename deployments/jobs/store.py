@@ -126,7 +126,9 @@ class JobStore(Protocol):
         """Record progress of a running job (only if it still runs for ``worker``, when given)."""
 
     def succeed(self, job_id: str, result: dict, timings: dict, worker: str | None = None) -> bool:
-        """running -> succeeded with the result location (only if it still runs for ``worker``, when given)."""
+        """running -> succeeded with the result location (only if it still runs for ``worker``, when given).
+
+        Refused once a cancel was requested: a job whose cancel was accepted never ends ``succeeded``."""
 
     def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
         """queued|running -> failed; False if the job had already ended (or, with ``worker``, was reassigned)."""
@@ -138,7 +140,11 @@ class JobStore(Protocol):
         """Idempotent: a queued job is cancelled at once, a running one is flagged; ended jobs are left alone."""
 
     def is_cancel_requested(self, job_id: str) -> bool:
-        """Polled by the worker between denoising steps."""
+        """Whether a cancel was requested for the job."""
+
+    def should_stop(self, job_id: str, worker: str) -> bool:
+        """Polled by ``worker`` between stages and steps: a cancel was requested, or the job no longer runs
+        for it (reaped and re-queued, handed to another worker, or ended): its work would be thrown away."""
 
     def ping(self) -> None:
         """Raise if the store cannot be reached."""

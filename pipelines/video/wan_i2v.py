@@ -76,6 +76,13 @@ class WanImageToVideo:
         timings: dict[str, float] = {}
         uses_guidance = max(request.guidance_scale, request.guidance_scale_2) > 1.0
 
+        def check(where: str) -> None:
+            # Between stages as well as between steps: image encoding and decoding are seconds long on a GPU
+            # and minutes on a CPU, so a cancel must not wait for them to finish.
+            if should_cancel is not None and should_cancel():
+                raise JobCancelledError(f"cancelled {where}")
+
+        check("before text encoding")
         clock = StageClock(device)
         prompt_embeds, negative_embeds = pipe.encode_prompt(
             prompt=request.prompt,
@@ -90,6 +97,7 @@ class WanImageToVideo:
         if negative_embeds is not None:
             negative_embeds = negative_embeds.to(expert_dtype)
         timings["text_encode"] = clock.lap()
+        check("after text encoding, before image encoding")
 
         # A CPU generator gives the same noise for the same seed on every device.
         generator = torch.Generator("cpu").manual_seed(request.seed)
@@ -116,8 +124,7 @@ class WanImageToVideo:
         step_timings: list[float] = []
         timings["denoise_high_noise"] = timings["denoise_low_noise"] = 0.0
         for index, t in enumerate(timesteps):
-            if should_cancel is not None and should_cancel():
-                raise JobCancelledError(f"cancelled before step {index + 1} of {total}")
+            check(f"before step {index + 1} of {total}")
             high_noise = boundary is None or t >= boundary
             model = pipe.transformer if high_noise else pipe.transformer_2
             scale = request.guidance_scale if high_noise else request.guidance_scale_2
@@ -141,11 +148,11 @@ class WanImageToVideo:
             timings[f"denoise_{stage}"] += step_timings[-1]
             if progress is not None:
                 progress(index + 1, total)
-        if should_cancel is not None and should_cancel():
-            raise JobCancelledError(f"cancelled after step {total} of {total}, before decoding")
+        check(f"after step {total} of {total}, before decoding")
 
         frames = self._decode(latents)
         timings["vae_decode"] = clock.lap()
+        check("after decoding")
         return VideoResult(
             frames=frames,
             fps=plan.fps,
