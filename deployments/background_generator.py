@@ -17,6 +17,7 @@ from deployments.config import BackgroundGeneratorConfig, JobQueueConfig, JobSto
 from deployments.jobs.connect import open_job_store, open_results
 from deployments.jobs.outcome import call_deployment, publish_result, recorded_outcome
 from deployments.jobs.results import ResultFiles
+from deployments.jobs.retrying import RetryingStore
 from deployments.jobs.store import Job, JobStore
 from deployments.jobs.worker import JobWorker
 from pipelines.background.compositor import composite_onto_background, fit_background
@@ -72,18 +73,20 @@ class BackgroundGenerator:
             pipeline = SdxlBackground.from_config(config.model)
             log.info("background pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline
-        self.worker = JobWorker(self.store, self.kind, self.run_job, queue_config or JobQueueConfig())
+        self.queue = queue_config or JobQueueConfig()
+        self.worker = JobWorker(self.store, self.kind, self.run_job, self.queue)
         if start_worker:
             self.worker.start()
 
     def run_job(self, job: Job, worker: str) -> None:
-        with recorded_outcome(self.store, job.id, worker):
+        store = RetryingStore(self.store, self.queue.store_retry_window_s)
+        with recorded_outcome(store, job.id, worker):
             image = self.results.load_input(job.id)
             request = BackgroundJobRequest(image=image, **{k: job.params[k] for k in REQUEST_FIELDS})
-            self.store.report_progress(job.id, 0, request.steps, worker=worker)
-            self._render(job.id, job.attempts, worker, request)
+            store.report_progress(job.id, 0, request.steps, worker=worker)
+            self._render(store, job.id, job.attempts, worker, request)
 
-    def _render(self, job_id: str, attempt: int, worker: str, request: BackgroundJobRequest) -> None:
+    def _render(self, store: RetryingStore, job_id: str, attempt: int, worker: str, request) -> None:
         from pipelines.background.sdxl import BackgroundRequest
 
         timings: dict[str, float] = {}
@@ -112,8 +115,8 @@ class BackgroundGenerator:
         )
         result = self.pipeline(
             synthesis,
-            progress=lambda step, total: self.store.report_progress(job_id, step, total, worker=worker),
-            should_cancel=lambda: self.store.should_stop(job_id, worker),  # fenced to this claim
+            progress=lambda step, total: store.report_progress(job_id, step, total, worker=worker),
+            should_cancel=lambda: store.should_stop(job_id, worker),  # fenced to this claim
         )
         timings.update(result.timings_s)
         clock = time.perf_counter()
@@ -127,7 +130,7 @@ class BackgroundGenerator:
         }
         info = {"path": str(path), "content_type": "image/png", "bytes": size, "details": details}
         timings = {name: round(seconds, 4) for name, seconds in timings.items()}
-        publish_result(self.store, job_id, worker, path, info, timings)
+        publish_result(store, job_id, worker, path, info, timings)
 
     def _composite_and_save(
         self, job_id: str, attempt: int, request: BackgroundJobRequest, background, alpha: np.ndarray

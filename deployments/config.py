@@ -43,6 +43,12 @@ class JobQueueConfig(StrictModel):
         default=200, ge=1, description="Per kind; beyond it new jobs get 429 with Retry-After instead of waiting."
     )
     retry_after_s: int = Field(default=30, ge=1, description="Retry-After sent with 429.")
+    store_retry_window_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="A running job retries each job-store call this long (with backoff) before it fails as "
+        "store_unavailable: a store failover must not throw a render away.",
+    )
 
 
 class AutoscalingConfig(StrictModel):

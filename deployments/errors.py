@@ -25,3 +25,9 @@ class ServiceOverloadedError(VividFlowError):
 
 class ServiceNotReadyError(VividFlowError):
     kind = "not_ready"
+
+
+class StoreUnavailableError(ServiceNotReadyError):
+    """The job store stayed unreachable for longer than a job run may wait for it."""
+
+    kind = "store_unavailable"

@@ -14,6 +14,7 @@ from deployments.config import JobQueueConfig, JobStoreConfig, VideoGeneratorCon
 from deployments.jobs.connect import open_job_store, open_results
 from deployments.jobs.outcome import publish_result, recorded_outcome
 from deployments.jobs.results import ResultFiles
+from deployments.jobs.retrying import RetryingStore
 from deployments.jobs.store import Job, JobStore
 from deployments.jobs.worker import JobWorker
 from pipelines.common.media import export_mp4
@@ -51,20 +52,23 @@ class VideoGenerator:
             pipeline = WanImageToVideo.from_config(config.model)
             log.info("video pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline
-        self.worker = JobWorker(self.store, self.kind, self.run_job, queue_config or JobQueueConfig())
+        self.queue = queue_config or JobQueueConfig()
+        self.worker = JobWorker(self.store, self.kind, self.run_job, self.queue)
         if start_worker:
             self.worker.start()
 
     def run_job(self, job: Job, worker: str) -> None:
-        def should_stop() -> bool:  # fenced to this claim: a reaped-and-reassigned job stops here too
-            return self.store.should_stop(job.id, worker)
+        store = RetryingStore(self.store, self.queue.store_retry_window_s)
 
-        with recorded_outcome(self.store, job.id, worker):
+        def should_stop() -> bool:  # fenced to this claim: a reaped-and-reassigned job stops here too
+            return store.should_stop(job.id, worker)
+
+        with recorded_outcome(store, job.id, worker):
             request = VideoRequest(image=self.results.load_input(job.id), **{k: job.params[k] for k in REQUEST_FIELDS})
-            self.store.report_progress(job.id, 0, request.steps, worker=worker)
+            store.report_progress(job.id, 0, request.steps, worker=worker)
             result = self.pipeline(
                 request,
-                progress=lambda step, total: self.store.report_progress(job.id, step, total, worker=worker),
+                progress=lambda step, total: store.report_progress(job.id, step, total, worker=worker),
                 should_cancel=should_stop,
             )
             path = self.results.result_path(job.id, job.attempts, "mp4")
@@ -73,7 +77,7 @@ class VideoGenerator:
             timings["export"] = export_mp4(result.frames, path, fps=result.fps, crf=export.crf, preset=export.preset)
             timings = {name: round(seconds, 4) for name, seconds in timings.items()}
             info = {"path": str(path), "content_type": "video/mp4", "bytes": path.stat().st_size}
-            publish_result(self.store, job.id, worker, path, info, timings)
+            publish_result(store, job.id, worker, path, info, timings)
 
     def check_health(self) -> None:
         self.store.ping()
