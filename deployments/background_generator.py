@@ -74,13 +74,16 @@ class BackgroundGenerator:
             log.info("background pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline
         self.queue = queue_config or JobQueueConfig()
+        self.unhealthy: str | None = None
         self.worker = JobWorker(self.store, self.kind, self.run_job, self.queue)
         if start_worker:
             self.worker.start()
 
     def run_job(self, job: Job, worker: str) -> None:
         store = RetryingStore(self.store, self.queue.store_retry_window_s)
-        with recorded_outcome(store, job.id, worker):
+        with recorded_outcome(
+            store, job.id, worker, max_attempts=self.queue.max_attempts, on_device_failure=self._leave_service
+        ):
             image = self.results.load_input(job.id)
             request = BackgroundJobRequest(image=image, **{k: job.params[k] for k in REQUEST_FIELDS})
             store.report_progress(job.id, 0, request.steps, worker=worker)
@@ -143,7 +146,15 @@ class BackgroundGenerator:
         data = encode_png(Image.fromarray(composite))
         return write_atomically(self.results.result_path(job_id, attempt, "png"), data), len(data)
 
+    def _leave_service(self, error: BaseException) -> None:
+        # The CUDA context may be unusable now: claim nothing more, and fail the health check so Ray replaces
+        # this replica; the job went back to the queue for another one.
+        self.unhealthy = f"a device error ({type(error).__name__}) left this replica unable to render"
+        self.worker.stop_claiming()
+
     def check_health(self) -> None:
+        if self.unhealthy:
+            raise RuntimeError(self.unhealthy)
         self.store.ping()
         if not self.worker.alive:
             raise RuntimeError("the job worker thread has stopped")

@@ -53,6 +53,7 @@ class VideoGenerator:
             log.info("video pipeline ready in %.1f s", time.perf_counter() - started)
         self.pipeline = pipeline
         self.queue = queue_config or JobQueueConfig()
+        self.unhealthy: str | None = None
         self.worker = JobWorker(self.store, self.kind, self.run_job, self.queue)
         if start_worker:
             self.worker.start()
@@ -63,7 +64,9 @@ class VideoGenerator:
         def should_stop() -> bool:  # fenced to this claim: a reaped-and-reassigned job stops here too
             return store.should_stop(job.id, worker)
 
-        with recorded_outcome(store, job.id, worker):
+        with recorded_outcome(
+            store, job.id, worker, max_attempts=self.queue.max_attempts, on_device_failure=self._leave_service
+        ):
             request = VideoRequest(image=self.results.load_input(job.id), **{k: job.params[k] for k in REQUEST_FIELDS})
             store.report_progress(job.id, 0, request.steps, worker=worker)
             result = self.pipeline(
@@ -79,7 +82,15 @@ class VideoGenerator:
             info = {"path": str(path), "content_type": "video/mp4", "bytes": path.stat().st_size}
             publish_result(store, job.id, worker, path, info, timings)
 
+    def _leave_service(self, error: BaseException) -> None:
+        # The CUDA context may be unusable now: claim nothing more, and fail the health check so Ray replaces
+        # this replica; the job went back to the queue for another one.
+        self.unhealthy = f"a device error ({type(error).__name__}) left this replica unable to render"
+        self.worker.stop_claiming()
+
     def check_health(self) -> None:
+        if self.unhealthy:
+            raise RuntimeError(self.unhealthy)
         self.store.ping()
         if not self.worker.alive:
             raise RuntimeError("the job worker thread has stopped")

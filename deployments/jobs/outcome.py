@@ -5,22 +5,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from deployments.jobs.store import JobStore
+from pipelines.common.device_errors import is_device_failure
 from pipelines.common.errors import JobCancelledError, VividFlowError
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def recorded_outcome(store: JobStore, job_id: str, worker: str) -> Iterator[None]:
+def recorded_outcome(
+    store: JobStore,
+    job_id: str,
+    worker: str,
+    *,
+    max_attempts: int = 1,
+    on_device_failure: Callable[[BaseException], None] | None = None,
+) -> Iterator[None]:
     """Cancelled, failed with the project's message, or failed as an internal error: never left running.
 
     Every write names the worker, so a worker whose job was reaped and handed to another replica
-    cannot overwrite what the new owner records.
+    cannot overwrite what the new owner records. A device failure (the GPU, not the job, failed) gives
+    the job back to the queue for another replica, up to ``max_attempts`` claims, then fails it as
+    ``device_error``; ``on_device_failure`` lets the replica take itself out of service.
     """
     try:
         yield
@@ -28,7 +38,14 @@ def recorded_outcome(store: JobStore, job_id: str, worker: str) -> Iterator[None
         store.mark_cancelled(job_id, worker=worker)
     except VividFlowError as exc:
         store.fail(job_id, exc.kind, exc.message, worker=worker)
-    except Exception:
+    except Exception as exc:
+        if on_device_failure is not None and is_device_failure(exc):
+            log.error("job %s: device failure (%s); giving the job back, leaving service", job_id, type(exc).__name__)
+            message = f"the GPU failed while running the job ({type(exc).__name__})"
+            outcome = store.release(job_id, worker, "device_error", message, max_attempts)
+            log.warning("job %s %s after a device failure", job_id, outcome)
+            on_device_failure(exc)
+            return
         log.exception("job %s failed", job_id)
         store.fail(
             job_id,

@@ -106,6 +106,31 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 return 1
 """
 
+# KEYS: job hash, running set, unfinished index. ARGV: job id, worker, queue key prefix, now, max attempts,
+# TTL, error type, message. Returns the outcome: requeued, failed, cancelled or lost.
+_RELEASE = """
+local fields = redis.call('HMGET', KEYS[1], 'status', 'worker', 'cancel_requested', 'attempts', 'kind', 'created_at')
+if fields[1] ~= 'running' or fields[2] ~= ARGV[2] then return 'lost' end
+redis.call('ZREM', KEYS[2], ARGV[1])
+local attempts = tonumber(fields[4]) or 0
+if fields[3] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[4])
+elseif attempts < tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'status', 'queued', 'step', '0', 'progress', '0.0')
+  redis.call('HDEL', KEYS[1], 'worker', 'started_at', 'heartbeat_at')
+  redis.call('ZADD', ARGV[3] .. fields[5], fields[6], ARGV[1])
+  return 'requeued'
+else
+  local message = ARGV[8] .. ' (on ' .. tostring(attempts) .. ' attempt(s); giving up)'
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4],
+             'error', cjson.encode({type = ARGV[7], message = message}))
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+if fields[3] == '1' then return 'cancelled' end
+return 'failed'
+"""
+
 # KEYS: running set, unfinished index. ARGV: job key prefix, queue key prefix, cutoff, now, max attempts, TTL.
 # Returns a flat list: action, job id, action, job id, ... in order of their last heartbeat.
 _REAP = """
@@ -205,6 +230,7 @@ class RedisJobStore:
         self._claim = self._redis.register_script(_CLAIM)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._reap = self._redis.register_script(_REAP)
+        self._release = self._redis.register_script(_RELEASE)
 
     def close(self) -> None:
         self._redis.close()
@@ -350,6 +376,15 @@ class RedisJobStore:
     def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
         values = {"status": "cancelled", "finished_at": repr(time.time()), "cancel_requested": "1"}
         return self._apply(job_id, _rule(["queued", "running"], values, final=True, worker=worker)) == 1
+
+    def release(self, job_id: str, worker: str, error_type: str, message: str, max_attempts: int) -> str:
+        with self._reachable():
+            outcome = self._release(
+                keys=[self._job_key(job_id), self._running_key, self._unfinished_key],
+                args=[job_id, worker, self._queue_prefix, repr(time.time()), max_attempts, self.finished_job_ttl_s]
+                + [error_type, message],
+            )
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def request_cancel(self, job_id: str) -> Job:
         cancel_now = {"status": "cancelled", "finished_at": repr(time.time()), "cancel_requested": "1"}

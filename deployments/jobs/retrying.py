@@ -75,5 +75,10 @@ class RetryingStore:
     def fail(self, job_id: str, error_type: str, message: str, worker: str | None = None) -> bool:
         return self._retry("recording the failure", lambda: self.store.fail(job_id, error_type, message, worker))
 
+    def release(self, job_id: str, worker: str, error_type: str, message: str, max_attempts: int) -> str:
+        return self._retry(
+            "giving the job back", lambda: self.store.release(job_id, worker, error_type, message, max_attempts)
+        )
+
     def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
         return self._retry("recording the cancel", lambda: self.store.mark_cancelled(job_id, worker))

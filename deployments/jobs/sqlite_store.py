@@ -227,6 +227,32 @@ class SQLiteJobStore:
             == 1
         )
 
+    def release(self, job_id: str, worker: str, error_type: str, message: str, max_attempts: int) -> str:
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT attempts, cancel_requested FROM jobs WHERE id = ? AND status = 'running' AND worker = ?",
+                (job_id, worker),
+            ).fetchone()
+            if row is None:
+                return "lost"
+            if row["cancel_requested"]:
+                db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id))
+                return "cancelled"
+            if row["attempts"] < max_attempts:
+                db.execute(
+                    "UPDATE jobs SET status = 'queued', worker = NULL, started_at = NULL, heartbeat_at = NULL, "
+                    "step = 0, progress = 0 WHERE id = ?",
+                    (job_id,),
+                )
+                return "requeued"
+            error = {"type": error_type, "message": f"{message} (on {row['attempts']} attempt(s); giving up)"}
+            db.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+                (now, json.dumps(error), job_id),
+            )
+            return "failed"
+
     def request_cancel(self, job_id: str) -> Job:
         now = time.time()
         self._execute(

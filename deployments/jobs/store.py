@@ -136,6 +136,11 @@ class JobStore(Protocol):
     def mark_cancelled(self, job_id: str, worker: str | None = None) -> bool:
         """queued|running -> cancelled (with ``worker``: only if it still runs for that worker)."""
 
+    def release(self, job_id: str, worker: str, error_type: str, message: str, max_attempts: int) -> str:
+        """``worker`` gives its running job back after a failure of its own (not of the job): re-queued while
+        attempts < ``max_attempts`` (``requeued``), else failed with ``error_type`` (``failed``); a cancelled
+        job ends ``cancelled``; ``lost`` if the job no longer runs for ``worker`` (nothing changes)."""
+
     def request_cancel(self, job_id: str) -> Job:
         """Idempotent: a queued job is cancelled at once, a running one is flagged; ended jobs are left alone."""
 

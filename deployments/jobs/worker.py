@@ -56,6 +56,10 @@ class JobWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def stop_claiming(self) -> None:
+        """Claim nothing new (the loop ends after the running job); safe to call from inside a job run."""
+        self._stopping.set()
+
     def stop(self, timeout_s: float | None = None) -> bool:
         """Claim nothing new; wait up to ``timeout_s`` for the running job. True when the loop ended."""
         self._stopping.set()
