@@ -167,3 +167,24 @@ def test_lora_is_fused_at_per_expert_scales_then_unloaded(tiny_wan_path, tiny_mo
     assert (high - 3.0 * low).abs().max() < 1e-5
     for expert in (fused.transformer, fused.transformer_2):
         assert not any("lora" in name for name, _ in expert.named_parameters())
+
+
+@pytest.mark.parametrize(
+    ("checks_before_cancel", "where"),
+    [(0, "before text encoding"), (1, "after text encoding"), (2, "before step 1"), (6, "before decoding")],
+)
+def test_cancel_is_checked_between_stages_not_only_between_steps(wan_pipeline, checks_before_cancel, where):
+    """A cancel waits at most one stage (an encode, a step or the decode), never the whole render."""
+    checks, seen = [], []
+
+    def should_cancel() -> bool:
+        checks.append(1)
+        return len(checks) > checks_before_cancel
+
+    with pytest.raises(JobCancelledError, match=where):
+        wan_pipeline(
+            VideoRequest(image=gradient_image(64, 48), duration_s=0.5, steps=4),
+            progress=lambda step, total: seen.append(step),
+            should_cancel=should_cancel,
+        )
+    assert len(seen) == max(0, checks_before_cancel - 2)
