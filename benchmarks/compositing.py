@@ -7,11 +7,12 @@ define alpha) and once on linear-light values (a physically mixed render). The g
 here from the equation, independently of the engine's code. Each method gets the photo, ``B`` and the
 true matte; mean CIEDE2000 against the target is reported in the edge band (every fractional-matte
 pixel plus 2 px), over the whole image, in the opaque core and in the background, with the median
-time per 1024x1024 composite on one thread. The last table is the IoU of the classic fallback mask
-against the true silhouette on plain studio backdrops, next to the seed's Sobel/Laplacian contour
-method.
+time per 1024x1024 composite on one thread. The last tables are the IoU of the classic fallback mask
+against the true silhouette: on plain studio backdrops, next to the seed's Sobel/Laplacian contour
+method, then per class on harder backdrops (brick, wood, foliage, line-art and text, dark subjects
+on dark floors) with the number of masks the chain would replace by its ellipse.
 
-    python benchmarks/compositing.py [--size 1024] [--repeats 3] [--quick]
+    python benchmarks/compositing.py [--size 1024] [--repeats 3] [--quick] [--masks-only]
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ from pipelines.background.compositor import (  # noqa: E402
     plain_alpha_blend,
     srgb_to_linear,
 )
-from pipelines.background.segmentation.classic import classic_foreground_alpha  # noqa: E402
+from pipelines.background.segmentation.classic import (  # noqa: E402
+    classic_foreground_alpha,
+    ellipse_mask,
+    mask_quality,
+)
 
 SS = 4  # supersampling factor for drawing: gives true fractional coverage on edges and strands
 
@@ -334,6 +339,193 @@ def iou(alpha: np.ndarray, truth: np.ndarray) -> float:
     return float((a & t).sum() / max((a | t).sum(), 1))
 
 
+# ---------------------------------------------------------------- harder backdrops for the mask IoU
+# Textured backdrops (brick, wood, foliage) built from scikit-image's bundled photos, thin line-art
+# and text on paper, and dark subjects on dark floors. Every subject is a drawn shape, so the true
+# matte is exact; subject surfaces are crops of the bundled colour photos.
+HARD_CLASSES = ("brick", "wood", "foliage", "lineart", "dark_floor")
+HARD_SUBJECTS = {
+    "brick": ("person", "product", "animal"),
+    "wood": ("person", "product", "animal"),
+    "foliage": ("person", "product", "animal"),
+    "lineart": ("drawing", "text", "outline"),
+    "dark_floor": ("standing", "product", "animal"),
+}
+
+
+def _skimage_picture(name: str) -> np.ndarray:
+    """A picture bundled with scikit-image (no download): float32 grey HxW or RGB HxWx3 in 0-255."""
+    from skimage import data
+
+    return np.asarray(getattr(data, name)(), np.float32)
+
+
+def _crop(picture: np.ndarray, size: int, rng: np.random.Generator, zoom: float) -> np.ndarray:
+    """A random square crop, ``1/zoom`` of the picture's short side, resized to ``size``."""
+    h, w = picture.shape[:2]
+    side = max(8, int(min(h, w) / zoom))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    return cv2.resize(picture[y : y + side, x : x + side], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def _ramp(grey: np.ndarray, dark, light, low: float, high: float) -> np.ndarray:
+    """Colourise grey values: ``low`` maps to the dark colour, ``high`` to the light one."""
+    t = np.clip((grey - low) / (high - low), 0.0, 1.0)[..., None]
+    return (1 - t) * np.float32(dark) + t * np.float32(light)
+
+
+def wood_texture(size: int, rng: np.random.Generator, dark, light, planks: int) -> np.ndarray:
+    """Vertical planks of wavy growth rings, with dark seams between planks."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    warp = 0.04 * (noise_field(size, rng, 5)[..., 0] - 0.5)
+    plank = np.minimum((xx * planks).astype(np.int32), planks - 1)
+    centre = rng.uniform(-0.5, 0.5, planks).astype(np.float32)[plank]
+    rings = np.abs(xx * planks - plank - 0.5 - centre * 0.3 + warp + 0.15 * np.sin(yy * 3 + centre * 6))
+    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (rings * 9 + 0.4 * noise_field(size, rng, 12)[..., 0]))
+    fibre = noise_field(size, rng, size // 3)[..., 0]
+    t = np.clip(0.65 * grain + 0.35 * fibre, 0, 1)
+    out = (1 - t[..., None]) * np.float32(dark) + t[..., None] * np.float32(light)
+    seam = np.abs(xx * planks - np.rint(xx * planks)) < 0.012 * planks
+    out[seam] *= 0.45
+    return out
+
+
+def _backdrop(kind: str, size: int, rng: np.random.Generator, variant: int) -> np.ndarray:
+    if kind == "brick":  # mortar lines: thin, periodic, lighter than the bricks
+        grey = _crop(_skimage_picture("brick"), size, rng, 1.0 + variant)
+        dark, light = [((135, 58, 42), (208, 200, 188)), ((170, 165, 160), (226, 224, 218))][variant]
+        return _ramp(grey, dark, light, 90, 180)
+    if kind == "wood":
+        dark, light = [((110, 70, 40), (200, 150, 100)), ((70, 45, 30), (150, 105, 70))][variant]
+        return wood_texture(size, rng, dark, light, planks=4 + 2 * variant)
+    if kind == "foliage":
+        grey = _crop(_skimage_picture("grass"), size, rng, 1.0 + variant)
+        return _ramp(grey, (20, 45, 12), [(150, 195, 90), (120, 160, 60)][variant], 30, 200)
+    if kind == "lineart":  # printer paper, or cream sketchbook paper with grain
+        yy = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
+        colour = [(244, 244, 240), (238, 230, 210)][variant]
+        paper = np.float32(colour) * (1.0 - 0.05 * yy) * np.ones((size, size, 1), np.float32)
+        return paper + [1.0, 5.0][variant] * (noise_field(size, rng, size // 4) - 0.5)
+    # dark_floor: a dark wall, and from 70 % of the height down a darker floor (gravel or planks)
+    yy = np.mgrid[0:size, 0:size][0].astype(np.float32) / size
+    wall = np.float32([(52, 50, 56), (44, 46, 52)][variant]) * (1.1 - 0.3 * yy)[..., None]
+    if variant == 0:
+        floor = _ramp(_crop(_skimage_picture("gravel"), size, rng, 1.5), (16, 15, 14), (52, 48, 44), 40, 200)
+    else:
+        floor = wood_texture(size, rng, (18, 14, 12), (46, 36, 30), planks=8)
+    return np.where((yy > 0.7)[..., None], floor, wall)
+
+
+def _photo_surface(size: int, rng: np.random.Generator, name: str, gain: float = 1.0) -> np.ndarray:
+    picture = _skimage_picture(name)
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=2)
+    return _crop(picture[..., :3], size, rng, 1.5) * np.float32(gain)
+
+
+def horse_shape(size: int, cx: float, cy: float, width: float) -> np.ndarray:
+    """scikit-image's horse silhouette, ``width`` of the frame wide, centred at (cx, cy), anti-aliased."""
+    horse = (~np.asarray(_skimage_picture("horse") > 0)).astype(np.uint8)
+    h, w = horse.shape
+    n = size * SS
+    scale = width * n / w
+    m = np.float32([[scale, 0, cx * n - scale * w / 2], [0, scale, cy * n - scale * h / 2]])
+    big = cv2.warpAffine(horse * 255, m, (n, n), flags=cv2.INTER_NEAREST)
+    return cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+
+
+def _ink(size: int, rng: np.random.Generator, drawing: str) -> np.ndarray:
+    """Coverage of thin pen strokes: a sketch, lines of text, or an outline with hatching."""
+    width = max(1, round(max(1.5, 3.0 * size / 1024) * SS))  # 3 px at 1024, never under 1.5 px
+
+    def draw(c: np.ndarray, s: int) -> None:
+        n = size * s
+
+        def pts(*xy):
+            return np.int32([[x * n, y * n] for x, y in xy])
+
+        if drawing == "drawing":  # a house, the sun, a spiral and a path
+            cv2.polylines(c, [pts((0.2, 0.8), (0.2, 0.5), (0.4, 0.3), (0.6, 0.5), (0.6, 0.8))], True, 255, width)
+            cv2.rectangle(c, tuple(pts((0.33, 0.62))[0]), tuple(pts((0.45, 0.8))[0]), 255, width)
+            cv2.circle(c, tuple(pts((0.78, 0.22))[0]), int(0.08 * n), 255, width)
+            t = np.linspace(0, 6 * np.pi, 200)
+            spiral = np.stack([0.78 + 0.009 * t * np.cos(t), 0.6 + 0.009 * t * np.sin(t)], 1)
+            cv2.polylines(c, [np.int32(spiral * n)], False, 255, width)
+            path = [(0.1 + 0.8 * k / 12, 0.88 + 0.03 * np.sin(k)) for k in range(13)]
+            cv2.polylines(c, [pts(*path)], False, 255, width)
+        elif drawing == "text":
+            words = ["Background", "replacement", "keeps every", "thin stroke", "of the ink."]
+            for row, word in enumerate(words):
+                org = tuple(pts((0.1, 0.2 + 0.16 * row))[0])
+                cv2.putText(c, word, org, cv2.FONT_HERSHEY_SIMPLEX, 2.4 * n / 1024, 255, width, cv2.LINE_8)
+        else:  # the horse's outline and a hatched shadow under it
+            horse = np.uint8(horse_shape(size * s // SS, 0.5, 0.45, 0.7) > 0.5)
+            contours, _ = cv2.findContours(horse, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(c, [k * SS for k in contours], -1, 255, width)
+            for k in range(14):
+                x = 0.2 + 0.045 * k
+                cv2.line(c, tuple(pts((x, 0.86))[0]), tuple(pts((x + 0.06, 0.8))[0]), 255, width)
+
+    del rng
+    return rasterise(size, draw)
+
+
+def hard_photo(kind: str, subject: str, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(photo, true matte) for one of ``HARD_CLASSES``; ``seed`` also picks the backdrop variant (0/1)."""
+    rng = np.random.default_rng(1000 + seed)
+    variant = seed % 2
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    back = _backdrop(kind, size, rng, variant)
+    if kind == "lineart":
+        truth = _ink(size, rng, subject)
+        ink = np.float32([(25, 25, 38), (85, 85, 92)][variant])  # pen on paper, pencil on the sketchbook
+        fg = ink * np.ones((size, size, 1), np.float32)
+        shadow = np.zeros((size, size), np.float32)
+    else:
+        if kind == "dark_floor":
+            if subject == "standing":  # full figure, charcoal trousers and black shoes on the floor
+                truth = shape(
+                    size,
+                    ellipse(0.5, 0.14, 0.06, 0.08),
+                    box(0.4, 0.22, 0.6, 0.55),
+                    box(0.41, 0.55, 0.49, 0.9),
+                    box(0.51, 0.55, 0.59, 0.9),
+                    ellipse(0.43, 0.92, 0.06, 0.03),
+                    ellipse(0.57, 0.92, 0.06, 0.03),
+                )
+                fg = np.where((yy < 0.22)[..., None], np.float32((150, 110, 90)), np.float32((120, 40, 50)))
+                fg = np.where((yy > 0.55)[..., None], np.float32((30, 36, 70)), fg)  # navy jeans
+                fg = np.where((yy > 0.885)[..., None], np.float32((14, 14, 16)), fg)  # black shoes
+                fg = fg * (0.9 + 0.2 * noise_field(size, rng, 40))
+            elif subject == "product":  # a black camera bag standing on the floor
+                truth = shape(size, box(0.3, 0.5, 0.7, 0.93), ellipse(0.5, 0.5, 0.2, 0.08, 180))
+                fg = np.float32((24, 24, 27)) * (0.8 + 0.5 * noise_field(size, rng, 30))
+                fg = fg * (1.2 - 0.5 * yy)[..., None]
+            else:  # a dark horse on the floor, its hooves on the floor line
+                truth = horse_shape(size, 0.5, 0.62, 0.8)
+                fg = _photo_surface(size, rng, "chelsea", 0.22)
+        else:
+            if subject == "person":
+                flyaways = strands(size, rng, (0.5, 0.36), (0.15, 0.19), int(60 * size / 1024) + 10, 0.06, (200, 340))
+                truth = np.maximum(person_shape(size), flyaways)
+                cloth = _photo_surface(size, rng, "astronaut", 0.9)
+                fg = np.where(yy[..., None] < 0.52, np.float32((225, 180, 150)), cloth)
+                fg = np.where(((yy < 0.28) | (flyaways > 0))[..., None], np.float32((70, 45, 30)), fg)
+            elif subject == "product":
+                truth = shape(size, box(0.33, 0.35, 0.62, 0.8), ellipse(0.62, 0.5, 0.1, 0.1))
+                fg = _photo_surface(size, rng, ["coffee", "rocket"][variant])
+            else:
+                truth = horse_shape(size, 0.5, 0.5, 0.75)
+                fg = _photo_surface(size, rng, "chelsea")
+        fg = fg * (1.1 - 0.3 * xx)[..., None]  # key light from the left
+        shift = np.float32([[1, 0, size / 25], [0, 1, size / 40]])
+        shadow = cv2.GaussianBlur(cv2.warpAffine(truth, shift, (size, size)), (0, 0), size / 60)
+    back = back * (1 - 0.25 * shadow)[..., None]
+    photo = over(fg, truth, np.clip(back, 0, 255).astype(np.uint8)).astype(np.float32)
+    photo += rng.normal(0, 2.5, photo.shape)  # sensor noise
+    return np.clip(photo, 0, 255).astype(np.uint8), truth
+
+
 # ---------------------------------------------------------------- measuring
 def regions(alpha: np.ndarray) -> dict[str, np.ndarray]:
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -431,11 +623,72 @@ def imperfect_mattes(names: list[str], size: int, methods: dict, truth: str) -> 
         print(f"  {label:<60}" + "  ".join(f"{np.mean(v):10.2f}" for v in scores.values()))
 
 
+def studio_iou(seg_size: int, quick: bool) -> list[tuple]:
+    """The studio table; returns (label, seed, photo, truth, mask, seconds) for the class table."""
+    print(f"\nClassic fallback mask IoU on studio photos ({seg_size}x{seg_size}, threshold 0.5)")
+    print(f"{'backdrop':<10} {'subject':<8} {'classic':>8} {'seed':>6} {'ms':>6}")
+    scores, seed_scores, done = [], [], []
+    for i, backdrop in enumerate(["solid", "gradient", "dark", "green", "blue"]):
+        for subject in ["person"] if quick else ["person", "tonal", "product"]:
+            photo, truth = studio_photo(backdrop, subject, seg_size, seed=i)
+            mask, secs = timed(classic_foreground_alpha, photo, repeats=1)
+            done.append((f"{backdrop[:4]}/{subject[:4]}", i, photo, truth, mask, secs))
+            scores.append(iou(mask, truth))
+            seed_scores.append(iou(seed_contour_mask(photo), truth))
+            print(f"{backdrop:<10} {subject:<8} {scores[-1]:8.3f} {seed_scores[-1]:6.3f} {secs * 1000:6.0f}")
+    print(
+        f"mean IoU: classic {np.mean(scores):.3f} (min {np.min(scores):.3f}, target >= 0.9), "
+        f"seed contour {np.mean(seed_scores):.3f}"
+    )
+    return done
+
+
+def hard_iou(seg_size: int, quick: bool, studio: list[tuple]) -> dict[str, dict]:
+    """Per-case and per-class IoU on the harder backdrops, with the studio cases as the first class.
+
+    A mask ``mask_quality`` flags as unusable is what the chain replaces by the centred ellipse: the
+    "ellipse" column counts those cases, "chain IoU" scores the mask the chain would serve.
+    """
+    scale = (1024 * 1024) / (seg_size * seg_size)
+    print(f"\nClassic mask IoU by class ({seg_size}x{seg_size}, threshold 0.5; ms scaled to 1024^2, one thread)")
+    print(f"{'class':<11} {'subject':<9} {'seed':>4} {'IoU':>6} {'coverage':>9} {'usable':>7} {'ms':>6}")
+    cases = [("studio", *done) for done in studio]
+    for kind in HARD_CLASSES:
+        for subject in HARD_SUBJECTS[kind][:1] if quick else HARD_SUBJECTS[kind]:
+            for seed in (0,) if quick else (0, 1):
+                photo, truth = hard_photo(kind, subject, seg_size, seed)
+                cases.append((kind, subject, seed, photo, truth, *timed(classic_foreground_alpha, photo, repeats=1)))
+    results: dict[str, dict] = {}
+    for kind, subject, seed, _photo, truth, mask, secs in cases:
+        quality = mask_quality(mask)
+        served = mask if quality["usable"] else ellipse_mask(*mask.shape)
+        row = results.setdefault(kind, {"iou": [], "chain": [], "ellipse": 0, "ms": []})
+        row["iou"].append(iou(mask, truth))
+        row["chain"].append(iou(served, truth))
+        row["ellipse"] += not quality["usable"]
+        row["ms"].append(secs * 1000 * scale)
+        if kind != "studio":
+            print(
+                f"{kind:<11} {subject:<9} {seed:>4} {row['iou'][-1]:6.3f} {quality['coverage']:9.3f} "
+                f"{'yes' if quality['usable'] else 'no':>7} {row['ms'][-1]:6.0f}"
+            )
+    print(f"{'class':<11} {'cases':>5} {'mean IoU':>9} {'min IoU':>8} {'ellipse':>8} {'chain IoU':>10} {'ms/1MP':>7}")
+    for kind, row in results.items():
+        print(
+            f"{kind:<11} {len(row['iou']):>5} {np.mean(row['iou']):9.3f} {np.min(row['iou']):8.3f} "
+            f"{row['ellipse']:>8} {np.mean(row['chain']):10.3f} {np.median(row['ms']):7.0f}"
+        )
+    everything = [v for row in results.values() for v in row["iou"]]
+    print(f"{'all':<11} {len(everything):>5} {np.mean(everything):9.3f} {np.min(everything):8.3f}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case and method (median)")
     parser.add_argument("--quick", action="store_true", help="256 px, three cases, for CI smoke runs")
+    parser.add_argument("--masks-only", action="store_true", help="only the classic-segmentation IoU tables")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     import numba
@@ -443,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(1)
     size = 256 if args.quick else args.size
     repeats = 1 if args.quick else args.repeats
+    if args.masks_only:
+        hard_iou(size, args.quick, studio_iou(size, args.quick))
+        return 0
     names = (
         ["hair", "green_screen", "cartoon"]
         if args.quick
@@ -470,20 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             imperfect_mattes(names, size, methods, truth)
 
     seg_size = 256 if args.quick else size
-    print(f"\nClassic fallback mask IoU on studio photos ({seg_size}x{seg_size}, threshold 0.5)")
-    print(f"{'backdrop':<10} {'subject':<8} {'classic':>8} {'seed':>6} {'ms':>6}")
-    scores, seed_scores = [], []
-    for i, backdrop in enumerate(["solid", "gradient", "dark", "green", "blue"]):
-        for subject in ["person"] if args.quick else ["person", "tonal", "product"]:
-            photo, truth = studio_photo(backdrop, subject, seg_size, seed=i)
-            mask, secs = timed(classic_foreground_alpha, photo, repeats=1)
-            scores.append(iou(mask, truth))
-            seed_scores.append(iou(seed_contour_mask(photo), truth))
-            print(f"{backdrop:<10} {subject:<8} {scores[-1]:8.3f} {seed_scores[-1]:6.3f} {secs * 1000:6.0f}")
-    print(
-        f"mean IoU: classic {np.mean(scores):.3f} (min {np.min(scores):.3f}, target >= 0.9), "
-        f"seed contour {np.mean(seed_scores):.3f}"
-    )
+    hard_iou(seg_size, args.quick, studio_iou(seg_size, args.quick))
     return 0
 
 
