@@ -1,0 +1,290 @@
+"""The commands that send a photo: ``video``, ``background``, ``plan`` and ``mask``.
+
+What can be checked without the server is refused here first, by Typer: files that do not exist,
+numbers out of the bounds of ``vividflow.client.options``, unknown choices (exit 2 before any request).
+Template and scene ids are the server's to check; its 400 exits with 2 as well. Options left out are
+not sent, so the server's defaults apply; ``--help`` names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from vividflow.cli.follow import finish, follow
+from vividflow.cli.state import CliState, JsonFlag, emit_json, reported_errors, state_of
+from vividflow.client import options as limits
+from vividflow.client.options import Composition, Focus
+
+ImageArg = Annotated[
+    Path,
+    typer.Argument(
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        metavar="PHOTO",
+        show_default=False,
+        help="The photo (PNG, JPEG, WebP…).",
+    ),
+]
+NoWaitFlag = Annotated[bool, typer.Option("--no-wait", help="Print the queued job and exit; do not wait for it.")]
+
+
+def _seed_limit(value: int | None) -> int | None:
+    # A callback rather than max=: Click would print the 19-digit bound in every --help.
+    if value is not None and value > limits.MAX_SEED:
+        raise typer.BadParameter(f"at most 2**63 - 1, got {value}")
+    return value
+
+
+SeedOption = Annotated[
+    int | None,
+    typer.Option(min=0, callback=_seed_limit, show_default=False, help="Same seed, same result. \\[default: drawn]"),
+]
+CompositionOption = Annotated[
+    Composition | None, typer.Option(show_default=False, help="Which part stays in front. \\[default: center]")
+]
+FocusOption = Annotated[
+    Focus | None, typer.Option(show_default=False, help="`scene` keeps props touching the subject. \\[default: person]")
+]
+FeatherOption = Annotated[
+    int | None,
+    typer.Option(
+        "--feather",
+        min=limits.FEATHER_PX.min,
+        max=limits.FEATHER_PX.max,
+        show_default=False,
+        help="Soften the matte's rim, in pixels. \\[default: 0]",
+    ),
+]
+
+
+def _prompt_limit(value: str | None) -> str | None:
+    if value is not None and len(value) > limits.MAX_PROMPT_CHARS:
+        raise typer.BadParameter(f"at most {limits.MAX_PROMPT_CHARS} characters, got {len(value)}")
+    return value
+
+
+def _output(output: Path | None, image: Path, suffix: str) -> Path:
+    """The file to write: ``--output``, else ``<photo name><suffix>`` here; its folder must exist."""
+    target = output if output is not None else Path(image.stem + suffix)
+    folder = target if target.is_dir() else target.parent
+    if not folder.is_dir():
+        raise typer.BadParameter(f"the folder {folder} does not exist", param_hint="'--output' / '-o'")
+    return target
+
+
+def video(
+    ctx: typer.Context,
+    image: ImageArg,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            "-d",
+            min=limits.VIDEO_DURATION_S.min,
+            max=limits.VIDEO_DURATION_S.max,
+            show_default=False,
+            help="Seconds of video (16 fps). \\[default: 3]",
+        ),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", callback=_prompt_limit, help="What should move and how.")
+    ] = None,
+    negative_prompt: Annotated[
+        str | None, typer.Option("--negative-prompt", "-n", callback=_prompt_limit, help="What to avoid.")
+    ] = None,
+    template: Annotated[
+        str | None, typer.Option("--template", "-t", help="A motion template id (vividflow templates motion).")
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=limits.VIDEO_STEPS.min,
+            max=limits.VIDEO_STEPS.max,
+            show_default=False,
+            help="Denoising steps. \\[default: 4]",
+        ),
+    ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=limits.VIDEO_GUIDANCE.min,
+            max=limits.VIDEO_GUIDANCE.max,
+            show_default=False,
+            help="High-noise guidance; 1 is off. \\[default: 1]",
+        ),
+    ] = None,
+    guidance_2: Annotated[
+        float | None,
+        typer.Option(
+            "--guidance-2",
+            min=limits.VIDEO_GUIDANCE.min,
+            max=limits.VIDEO_GUIDANCE.max,
+            show_default=False,
+            help="Low-noise guidance; 1 is off. \\[default: 1]",
+        ),
+    ] = None,
+    seed: SeedOption = None,
+    expand_prompt: Annotated[
+        bool, typer.Option("--expand-prompt", help="Let the server's Qwen rewrite the prompt.")
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", show_default=False, help="Where to save the MP4. \\[default: <photo name>.mp4]"),
+    ] = None,
+    no_wait: NoWaitFlag = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Turn a photo into a short video: submit, show progress, save the MP4. Ctrl-C cancels the job."""
+    state = state_of(ctx)
+    target = _output(output, image, ".mp4")
+    with reported_errors(state, json_output), state.client() as client:
+        job = client.submit_video(
+            image, duration_s=duration, prompt=prompt, negative_prompt=negative_prompt, template_id=template,
+            steps=steps, guidance_scale=guidance, guidance_scale_2=guidance_2, seed=seed,
+            expand_prompt=True if expand_prompt else None,
+        )  # fmt: skip
+        if no_wait:
+            _queued(state, job.raw, json_output)
+            return
+        finish(client, follow(client, job, state, json_output), target, state, json_output)
+
+
+def background(
+    ctx: typer.Context,
+    image: ImageArg,
+    scene: Annotated[str | None, typer.Option("--scene", "-s", help="A scene id (vividflow templates scenes).")] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", "-p", callback=_prompt_limit, help="The new background; extends the scene's."),
+    ] = None,
+    negative_prompt: Annotated[
+        str | None, typer.Option("--negative-prompt", "-n", callback=_prompt_limit, help="Replaces the scene's.")
+    ] = None,
+    composition: CompositionOption = None,
+    focus: FocusOption = None,
+    feather: FeatherOption = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            min=limits.BACKGROUND_STEPS.min,
+            max=limits.BACKGROUND_STEPS.max,
+            show_default=False,
+            help="SDXL steps. \\[default: 25]",
+        ),
+    ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            min=limits.BACKGROUND_GUIDANCE.min,
+            max=limits.BACKGROUND_GUIDANCE.max,
+            show_default=False,
+            help="\\[default: the scene's, else 7.5]",
+        ),
+    ] = None,
+    seed: SeedOption = None,
+    enrich: Annotated[
+        bool | None,
+        typer.Option(
+            "--enrich/--no-enrich",
+            show_default=False,
+            help="Let the image analysis add light and atmosphere. \\[default: enrich]",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", show_default=False, help="Where to save the PNG. \\[default: <photo name>_background.png]"
+        ),
+    ] = None,
+    no_wait: NoWaitFlag = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Replace a photo's background with a scene and/or a prompt, keeping the subject."""
+    state = state_of(ctx)
+    if not scene and not (prompt or "").strip():
+        raise typer.BadParameter("give --scene, --prompt or both", param_hint="'--scene' / '--prompt'")
+    target = _output(output, image, "_background.png")
+    with reported_errors(state, json_output), state.client() as client:
+        job = client.submit_background(
+            image, scene_id=scene, prompt=prompt, negative_prompt=negative_prompt, composition=composition,
+            focus=focus, feather_px=feather, steps=steps, guidance_scale=guidance, seed=seed, enrich_prompt=enrich,
+        )  # fmt: skip
+        if no_wait:
+            _queued(state, job.raw, json_output)
+            return
+        finish(client, follow(client, job, state, json_output), target, state, json_output)
+
+
+def plan(
+    ctx: typer.Context,
+    image: ImageArg,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            "-d",
+            min=limits.VIDEO_DURATION_S.min,
+            max=limits.VIDEO_DURATION_S.max,
+            show_default=False,
+            help="Seconds of video. \\[default: 3]",
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Preview the size and frame count a video of this photo would have (nothing is rendered)."""
+    state = state_of(ctx)
+    with reported_errors(state, json_output), state.client() as client:
+        result = client.plan_video(image, duration)
+    if json_output:
+        emit_json(result)
+        return
+    source, out, crop = result["input"], result["output"], result["crop"]
+    cropped = (crop["left"], crop["top"], crop["right"], crop["bottom"]) != (0, 0, source["width"], source["height"])
+    state.out.print(
+        f"{source['width']}×{source['height']} → {out['width']}×{out['height']}"
+        + (f" (centre crop {crop['right'] - crop['left']}×{crop['bottom'] - crop['top']})" if cropped else "")
+        + f", {result['frames']} frames at {result['fps']} fps ({result['duration_s']:g} s)"
+    )
+
+
+def mask(
+    ctx: typer.Context,
+    image: ImageArg,
+    composition: CompositionOption = None,
+    focus: FocusOption = None,
+    feather: FeatherOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", show_default=False, help="Where to save the PNG. \\[default: <photo name>_mask.png]"
+        ),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Save the subject mask a background job would use (white = kept) and say how it was made."""
+    state = state_of(ctx)
+    target = _output(output, image, "_mask.png")
+    if target.is_dir():
+        target = target / f"{image.stem}_mask.png"
+    with reported_errors(state, json_output), state.client() as client:
+        preview = client.preview_mask(image, composition=composition, focus=focus, feather_px=feather)
+    target.write_bytes(preview.png)
+    if json_output:
+        emit_json(
+            {"output": str(target), "stage": preview.stage, "status": preview.status, "coverage": preview.coverage}
+        )
+        return
+    coverage = f"{preview.coverage:.0%} kept" if preview.coverage is not None else "coverage unknown"
+    state.out.print(f"[green]saved[/green] {escape(str(target))}  ({preview.stage} mask, {preview.status}, {coverage})")
+
+
+def _queued(state: CliState, job: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        emit_json({"job": job, "output": None})
+    else:
+        state.out.print(f"queued {job['kind']} job {job['id']}; follow it with: vividflow jobs show {job['id']}")

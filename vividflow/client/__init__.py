@@ -1,0 +1,66 @@
+"""The Python client of the VividFlow Serve HTTP API (v1).
+
+``Client`` is synchronous, ``AsyncClient`` its asyncio twin; both speak only the public HTTP API (an
+import-linter contract keeps this package away from the server's code). See docs/client.md.
+
+    from vividflow.client import Client
+
+    with Client("http://127.0.0.1:8000") as client:
+        job = client.submit_video("photo.jpg", duration_s=3, prompt="slow push-in")
+        job = client.wait(job, on_progress=lambda j: print(f"{j.progress:.0%}"))
+        client.download(job, "out.mp4")
+"""
+
+from vividflow.client.aio import AsyncClient
+from vividflow.client.calls import API_KEY_ENV, DEFAULT_URL, URL_ENV
+from vividflow.client.errors import (
+    ApiError,
+    ConnectionFailedError,
+    EventStreamError,
+    VividflowError,
+    WaitTimeoutError,
+)
+from vividflow.client.models import (
+    Analysis,
+    Expansion,
+    Job,
+    JobError,
+    JobEvent,
+    JobResult,
+    MaskPreview,
+    MotionTemplates,
+    SceneTemplates,
+    VideoPlan,
+)
+from vividflow.client.options import BackgroundOptions, CompositionOptions, ImageSource, VideoOptions
+from vividflow.client.retry import RetryNotice, RetryPolicy
+from vividflow.client.sync import Client
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_URL",
+    "URL_ENV",
+    "Analysis",
+    "ApiError",
+    "AsyncClient",
+    "BackgroundOptions",
+    "Client",
+    "CompositionOptions",
+    "ConnectionFailedError",
+    "EventStreamError",
+    "Expansion",
+    "ImageSource",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobResult",
+    "MaskPreview",
+    "MotionTemplates",
+    "RetryNotice",
+    "RetryPolicy",
+    "SceneTemplates",
+    "VideoOptions",
+    "VideoPlan",
+    "VividflowError",
+    "WaitTimeoutError",
+]
