@@ -62,15 +62,15 @@ def build_application(config: AppConfig) -> serve.Application:
     expander = analyzer = segmenter = None
     if config.prompt_expander is not None:
         expander = _deployment(PromptExpanderDeployment, "PromptExpander", config.prompt_expander.deployment).bind(
-            config.prompt_expander.model
+            config.prompt_expander.model, gpu_memory_fraction=config.prompt_expander.deployment.cuda_memory_fraction
         )
     if config.image_analyzer is not None:
         analyzer = _deployment(ImageAnalyzerDeployment, "ImageAnalyzer", config.image_analyzer.deployment).bind(
-            config.image_analyzer.model
+            config.image_analyzer.model, gpu_memory_fraction=config.image_analyzer.deployment.cuda_memory_fraction
         )
     if config.segmenter is not None:
         segmenter = _deployment(SegmenterDeployment, "Segmenter", config.segmenter.deployment).bind(
-            config.segmenter.model
+            config.segmenter.model, gpu_memory_fraction=config.segmenter.deployment.cuda_memory_fraction
         )
     if config.background_generator is not None:
         workers["background"] = _deployment(

@@ -19,12 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class ImageAnalyzerDeployment:
-    def __init__(self, config: AnalyzerConfig, *, analyzer=None) -> None:
+    def __init__(self, config: AnalyzerConfig, *, analyzer=None, gpu_memory_fraction: float | None = None) -> None:
         self.config = config
         if analyzer is None:
             from pipelines.background.clip_analysis import ImageAnalyzer
+            from pipelines.common.devices import cap_process_gpu_memory
             from pipelines.tiny.provision import provision_tiny_models
 
+            cap_process_gpu_memory(gpu_memory_fraction)  # DeploymentOptions.cuda_memory_fraction, from the builder
             started = time.perf_counter()
             provision_tiny_models(config)
             analyzer = ImageAnalyzer.from_config(config)

@@ -23,12 +23,20 @@ log = logging.getLogger(__name__)
 
 
 class PromptExpanderDeployment:
-    def __init__(self, config: ExpanderConfig, *, expander: PromptExpander | None = None) -> None:
+    def __init__(
+        self,
+        config: ExpanderConfig,
+        *,
+        expander: PromptExpander | None = None,
+        gpu_memory_fraction: float | None = None,
+    ) -> None:
         self.config = config
         if expander is None:
+            from pipelines.common.devices import cap_process_gpu_memory
             from pipelines.prompts.expansion import PromptExpander
             from pipelines.tiny.provision import provision_tiny_models
 
+            cap_process_gpu_memory(gpu_memory_fraction)  # DeploymentOptions.cuda_memory_fraction, from the builder
             started = time.perf_counter()
             provision_tiny_models(config)
             expander = PromptExpander.from_config(config)

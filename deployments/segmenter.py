@@ -21,12 +21,14 @@ log = logging.getLogger(__name__)
 
 
 class SegmenterDeployment:
-    def __init__(self, config: SegmentationConfig, *, segmenter=None) -> None:
+    def __init__(self, config: SegmentationConfig, *, segmenter=None, gpu_memory_fraction: float | None = None) -> None:
         self.config = config
         if segmenter is None:
             from pipelines.background.segmentation.chain import Segmenter
+            from pipelines.common.devices import cap_process_gpu_memory
             from pipelines.tiny.provision import provision_tiny_models
 
+            cap_process_gpu_memory(gpu_memory_fraction)  # DeploymentOptions.cuda_memory_fraction, from the builder
             started = time.perf_counter()
             provision_tiny_models(config)
             segmenter = Segmenter.from_config(config)

@@ -3,6 +3,10 @@
 
     python scripts/render_rayservice.py           # rewrite k8s/rayservice.yaml
     python scripts/render_rayservice.py --check   # exit 1 if the committed manifest is out of date
+    python scripts/render_rayservice.py --image registry.example.com/vividflow-serve:0.1.0   # another image
+
+Every Ray container runs one image, named once: IMAGE below (or ``--image``). It is built from
+docker/Dockerfile; k8s/README.md says how to build and push it.
 
 The Serve config is embedded verbatim (comments included) as a literal block, so the file `serve run`
 reads and the one KubeRay deploys are the same text. The cluster shape lives in TEMPLATE, inside this
@@ -23,6 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "production.yaml"
 OUTPUT = REPO / "k8s" / "rayservice.yaml"
 MARKER = "__SERVE_CONFIG_V2__"
+IMAGE_MARKER = "__IMAGE__"
+# The image every Ray pod runs: docker/Dockerfile built from this repository and pushed to your registry.
+# The tag is the project's version (pyproject.toml); a test keeps the two in step.
+IMAGE = "vividflow-serve:0.1.0"
 KEY_INDENT = 2  # `serveConfigV2:` sits directly under `spec:`
 
 TEMPLATE = """\
@@ -78,9 +86,8 @@ spec:
             fsGroup: 100  # the `users` group of the Ray image's `ray` user (uid 1000)
           containers:
             - name: ray-head  # KubeRay treats the first container as the Ray container
-              # Placeholder: the real image is built from this repository (FROM this image, then
-              # `pip install .`) so that `serve_app:build_app` and its pinned dependencies are importable.
-              image: rayproject/ray:2.60.0-py311-gpu
+              # docker/Dockerfile: Ray's image with this project installed (IMAGE in the script that renders this)
+              image: __IMAGE__
               env:
                 # A missing checkpoint must fail the replica at start, never begin a download mid-request.
                 - {name: HF_HUB_OFFLINE, value: "1"}
@@ -131,8 +138,7 @@ spec:
               - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
             containers:
               - name: ray-worker
-                # Placeholder: the real image is built from this repository (see the head group).
-                image: rayproject/ray:2.60.0-py311-gpu
+                image: __IMAGE__
                 env:
                   - {name: HF_HUB_OFFLINE, value: "1"}
                   - {name: TRANSFORMERS_OFFLINE, value: "1"}
@@ -175,11 +181,13 @@ def literal_block(text: str, indent: int) -> str:
     return header + "\n" + "\n".join(pad + line if line else "" for line in lines)
 
 
-def render(config_text: str) -> str:
-    """The RayService manifest for this Serve config text; raises ValueError if it cannot round-trip."""
+def render(config_text: str, image: str = IMAGE) -> str:
+    """The RayService manifest for this Serve config text and image; raises ValueError if it cannot round-trip."""
     if not isinstance(yaml.safe_load(config_text), dict):
         raise ValueError("the Serve config is not a YAML mapping")
-    manifest = TEMPLATE.replace(MARKER, literal_block(config_text, KEY_INDENT))
+    if not image or any(c.isspace() for c in image) or image.endswith(":latest") or ":" not in image.rsplit("/", 1)[-1]:
+        raise ValueError(f"image {image!r} must be a name with an explicit tag other than `latest`")
+    manifest = TEMPLATE.replace(IMAGE_MARKER, image).replace(MARKER, literal_block(config_text, KEY_INDENT))
     if yaml.safe_load(manifest)["spec"]["serveConfigV2"] != config_text:
         raise ValueError("the Serve config does not survive embedding as a literal block (tabs or odd indentation?)")
     return manifest
@@ -190,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the committed manifest, write nothing")
     parser.add_argument("--config", type=Path, default=CONFIG, help=f"Serve config (default: {CONFIG.name})")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="manifest path (default: k8s/rayservice.yaml)")
+    parser.add_argument("--image", default=IMAGE, help=f"image of every Ray container (default: {IMAGE})")
     args = parser.parse_args(argv)
 
     try:
-        expected = render(args.config.read_text())
+        expected = render(args.config.read_text(), args.image)
     except (OSError, ValueError, yaml.YAMLError) as error:
         print(f"cannot render {args.config}: {error}", file=sys.stderr)
         return 2

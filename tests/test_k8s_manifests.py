@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 PRODUCTION = REPO / "configs" / "production.yaml"
 RENDER = REPO / "scripts" / "render_rayservice.py"
+RENDER_POPULATE = REPO / "scripts" / "render_populate_job.py"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
 # The KubeRay CRD lives in the project's shared/ folder, cloned beside the repository (or inside it).
 CRD_CANDIDATES = [root / "shared" / "schemas" / "ray.io_rayservices.yaml" for root in (REPO.parent, REPO)]
 NAMESPACE = "vividflow"
@@ -24,6 +28,18 @@ RESULTS_CLAIM = "vividflow-results"
 POPULATE_JOB = "vividflow-populate-models"
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+render_rayservice = _script(RENDER)
+render_populate_job = _script(RENDER_POPULATE)
 
 
 def _documents() -> list[tuple[str, dict]]:
@@ -226,13 +242,43 @@ def test_rayservice_passes_kuberays_own_validation(rayservice):
         assert tuple(map(int, cluster["rayVersion"].split(".")[:2])) >= (2, 52), "token auth needs Ray >= 2.52"
 
 
-def test_rayversion_matches_the_images_and_the_installed_ray(rayservice):
+def test_rayversion_matches_the_image_base_and_the_installed_ray(rayservice):
     cluster = rayservice["spec"]["rayClusterConfig"]
     ray_version = cluster["rayVersion"]
-    assert ray_version.split(".")[:2] == version("ray").split(".")[:2], "rayVersion differs from the tested Ray"
-    for group, spec in ray_pod_specs(rayservice).items():
-        image = spec["containers"][0]["image"]
-        assert image.split(":")[-1].startswith(ray_version + "-"), f"{group}: {image} is not Ray {ray_version}"
+    assert ray_version == version("ray"), "rayVersion differs from the tested Ray"
+    bases = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
+    assert len(bases) == 1 and bases[0].startswith(f"rayproject/ray:{ray_version}-"), bases
+
+
+def test_every_ray_container_runs_the_one_image_named_in_the_renderer(rayservice):
+    images = {spec["containers"][0]["image"] for spec in ray_pod_specs(rayservice).values()}
+    assert images == {render_rayservice.IMAGE}
+    name, tag = render_rayservice.IMAGE.rsplit(":", 1)
+    assert (
+        name.endswith("vividflow-serve")
+        and tag == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    ), "the image tag is the project's version"
+
+
+def test_rendering_another_image_changes_only_the_image_lines(tmp_path):
+    out = tmp_path / "rayservice.yaml"
+    image = "registry.example.com/team/vividflow-serve:0.1.0-rc1"
+    done = subprocess.run(
+        [sys.executable, str(RENDER), "--image", image, "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = (K8S / "rayservice.yaml").read_text().splitlines(), out.read_text().splitlines()
+    changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+    assert len(changed) == len(ray_pod_specs(find("RayService", "vividflow"))) == 2
+    assert all(b.strip() == f"image: {image}" for _, b in changed)
+    for bad in ("vividflow-serve:latest", "vividflow-serve", "two words:1"):
+        refused = subprocess.run(
+            [sys.executable, str(RENDER), "--image", bad, "--output", str(out)], capture_output=True, text=True
+        )
+        assert refused.returncode == 2 and "explicit tag" in refused.stderr, bad
 
 
 def test_ray_auth_mode_is_left_to_kuberay(rayservice):
@@ -366,27 +412,108 @@ def hf_downloads(script: str) -> list[dict]:
     return downloads
 
 
-def test_populate_job_downloads_every_checkpoint_production_reads(args):
-    job = find("Job", POPULATE_JOB)
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    downloads = {d["options"]["--local-dir"][0]: d for d in hf_downloads("\n".join(container["args"]))}
-    model = args["video_generator"]["model"]
-    wanted = {model["path"]: None}
-    if model.get("experts_path"):
-        wanted[model["experts_path"]] = None
-    if model.get("lora"):
-        wanted[model["lora"]["path"]] = model["lora"].get("weight_name")
-    for path, weight_name in wanted.items():
-        assert path in downloads, f"the populate Job never downloads into {path}"
-        download = downloads[path]
-        assert path == f"/models/{download['repo']}", f"{download['repo']} lands in {path}"
-        if weight_name:
-            assert weight_name in download["files"], f"the LoRA file {weight_name} is not downloaded"
-    excluded = downloads[model["path"]]["options"].get("--exclude", [])
-    if not model.get("experts_path"):
-        assert not excluded, "without experts_path the experts must come from model.path"
-    env = {entry["name"]: entry for entry in container["env"]}
+def fetches(script: str) -> list[dict]:
+    """Each `fetch URL MD5 FILE` in a shell script."""
+    found = []
+    for line in script.splitlines():
+        tokens = shlex.split(line, comments=True) if line.strip().startswith("fetch ") else []
+        if len(tokens) == 4:
+            found.append({"url": tokens[1], "md5": tokens[2], "file": tokens[3]})
+    return found
+
+
+def model_paths(value, where: str = "") -> dict[str, str]:
+    """Every string under /models in the typed config, by its dotted setting name."""
+    if hasattr(value, "model_fields"):
+        found = {}
+        for name in type(value).model_fields:
+            found |= model_paths(getattr(value, name), f"{where}.{name}" if where else name)
+        return found
+    if isinstance(value, str) and Path(value).is_relative_to("/models"):
+        return {where: value}
+    return {}
+
+
+@pytest.fixture(scope="module")
+def production_downloads():
+    return render_populate_job.downloads(render_populate_job.production_config(PRODUCTION))
+
+
+def populate_script() -> str:
+    return "\n".join(find("Job", POPULATE_JOB)["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_production_reads_models_only_from_the_populated_paths(production_downloads):
+    # Loaded through the config classes: every setting that names something under /models, whatever model
+    # it belongs to, must be what one download fills: no model is missing from the Job, none is extra.
+    wanted = model_paths(render_populate_job.production_config(PRODUCTION))
+    assert {"video_generator.model.path", "prompt_expander.model.path", "image_analyzer.model.checkpoint",
+            "segmenter.model.birefnet_path", "segmenter.model.u2net_path",
+            "background_generator.model.path"} <= set(wanted)  # fmt: skip
+    assert {d.setting: d.local_dir for d in production_downloads} == wanted
+
+
+def test_populate_job_runs_exactly_the_derived_downloads(production_downloads):
+    script = populate_script()
+    hub = {d["options"]["--local-dir"][0]: d for d in hf_downloads(script)}
+    files = {f["file"]: f for f in fetches(script)}
+    assert len(hub) + len(files) == len(production_downloads), "a download the config does not need"
+    for want in production_downloads:
+        if want.url:
+            got = files[f"{want.local_dir}/{want.markers[0]}"]
+            assert (got["url"], got["md5"]) == (want.url, want.md5)
+            continue
+        got = hub[want.local_dir]
+        assert want.local_dir == f"/models/{got['repo']}" == f"/models/{want.repo}"
+        assert got["files"] == list(want.files)
+        assert got["options"].get("--include", []) == list(want.include)
+        assert got["options"].get("--exclude", []) == list(want.exclude)
+    # the markers the Job checks at the end are the files the loaders look for
+    for want in production_downloads:
+        for marker in want.markers:
+            assert f"{want.local_dir}/{marker}" in script
+    env = {
+        entry["name"]: entry for entry in find("Job", POPULATE_JOB)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_the_video_downloads_follow_the_experts_setting(production_downloads):
+    by_setting = {d.setting: d for d in production_downloads}
+    config = render_populate_job.production_config(PRODUCTION)
+    model = config.video_generator.model
+    assert model.experts_path and by_setting["video_generator.model.path"].exclude == (
+        "transformer/*",
+        "transformer_2/*",
+    )
+    assert by_setting["video_generator.model.lora.path"].files == (model.lora.weight_name,)
+    without = config.model_copy(
+        update={"video_generator": config.video_generator.model_copy(
+            update={"model": model.model_copy(update={"experts_path": None})})}
+    )  # fmt: skip
+    own = {d.setting: d for d in render_populate_job.downloads(without)}
+    assert own["video_generator.model.path"].exclude == () and "video_generator.model.experts_path" not in own
+
+
+def test_populate_render_check_passes_and_reports_drift(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(RENDER_POPULATE), "--check"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    stale = tmp_path / "job.yaml"
+    stale.write_text((K8S / "populate-models-job.yaml").read_text().replace("u2net.onnx", "u2netp.onnx"))
+    done = subprocess.run(
+        [sys.executable, str(RENDER_POPULATE), "--check", "--output", str(stale)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "render_populate_job.py" in done.stderr
+
+
+def test_the_populate_script_is_valid_shell():
+    done = subprocess.run(["sh", "-n"], input=populate_script(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
 
 
 def test_podmonitor_scrapes_the_ray_metrics_port(rayservice):

@@ -2,9 +2,13 @@
 
 The order follows what is known to work: load the experts, load the LoRA into both, fuse at the
 per-expert scales, unload the adapters, then quantise (LoRA on already-quantised weights fails).
-After that come the options that change how the experts run, not what they compute: the attention
-backend and regional ``torch.compile``. A folder written by ``pipelines.video.prepare_checkpoint`` skips the
-LoRA step (and the expert quantisation, where torchao could serialise it).
+Quantisation runs while the weights are still in host memory, one linear layer at a time: each layer is
+moved to the device and quantised there before the next one moves, and only then does the rest of the
+pipeline follow. So the device never holds a full-precision expert: its peak is about the quantised size
+(moving two bf16 experts first and quantising them on the GPU peaked at ~69 GB). After that come the
+options that change how the experts run, not what they compute: the attention backend and regional
+``torch.compile``. A folder written by ``pipelines.video.prepare_checkpoint`` skips the LoRA step (and the
+expert quantisation, where torchao could serialise it).
 
 Every option that a device cannot run is refused before any weights are read, with
 :class:`UnsupportedHardwareError` saying what to change.
@@ -96,9 +100,11 @@ def load_fused_experts(config: VideoModelConfig):
 def configure_pipeline(
     pipe, config: VideoModelConfig, device: torch.device, *, fuse: bool = True, quantize_experts: bool = True
 ) -> None:
-    """Everything after the weights are in memory: LoRA fusion, device, quantisation, attention, compile, VAE.
+    """Everything after the weights are in memory: LoRA fusion, quantisation, device, attention, compile, VAE.
 
-    The benchmark calls this on pipelines it builds from random weights, so it runs the same steps.
+    Quantisation comes before ``pipe.to(device)``: the modules it quantises go to the device layer by layer,
+    already quantised (see the module docstring). The benchmark calls this on pipelines it builds from random
+    weights, so it runs the same steps.
     """
     check_runtime_options(config, device)
     if config.allow_tf32 and device.type == "cuda":
@@ -106,10 +112,10 @@ def configure_pipeline(
         torch.backends.cudnn.allow_tf32 = True
     if fuse and config.lora is not None:
         fuse_lora(pipe, config)
+    quantize(pipe, config, device, experts=quantize_experts)
     pipe.to(device)
     if device.type == "cpu":
         use_onednn_convolutions(pipe.vae)
-    quantize(pipe, config, device, experts=quantize_experts)
     if config.attention_backend is not None:
         set_attention_backend(pipe, config.attention_backend)
     if config.compile == "regional":
@@ -260,9 +266,16 @@ def quantize(pipe, config: VideoModelConfig, device: torch.device, *, experts: b
 
 
 def quantize_module(module: torch.nn.Module, name: str, device: torch.device) -> None:
+    """Quantise ``module``'s linear layers with torchao, ending with the whole module on ``device``.
+
+    torchao's ``device`` argument moves each linear layer to the device just before quantising it, and the
+    remaining (small) parameters after: a module in host memory reaches the device already quantised, with at
+    most one full-precision layer there at a time. (FP8 kernels need the GPU, so quantising entirely on the
+    CPU first is not an option for ``fp8_dynamic``.)
+    """
     from torchao.quantization import quantize_
 
-    quantize_(module, torchao_config(name, device))
+    quantize_(module, torchao_config(name, device), device=device)
 
 
 def torchao_config(name: str, device: torch.device):

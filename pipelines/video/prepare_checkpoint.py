@@ -45,7 +45,6 @@ from pipelines.video.prepared_experts import FORMAT_VERSION, KEY_PREFIX, MARKER,
 log = logging.getLogger(__name__)
 
 
-
 # ---------------------------------------------------------------- writing
 def prepare_checkpoint(config: VideoModelConfig, out: Path, *, force: bool = False) -> dict:
     """Load the experts as production does, fuse, quantise, and write them to ``out``. Returns the marker."""
@@ -80,7 +79,7 @@ def prepare_checkpoint(config: VideoModelConfig, out: Path, *, force: bool = Fal
             if expert is None:
                 continue
             if storage == "torchao":
-                expert.to(device)
+                # layer by layer onto the device, so it never holds this expert in full precision
                 quantize_module(expert, config.quantize_experts, device)
                 save_torchao_expert(expert, staging / sub)
             else:
