@@ -85,6 +85,7 @@ def test_background_job_end_to_end_with_a_scene(client):
     assert done["step"] == done["total_steps"] == 4
     details = done["result"]["details"]
     assert details["mask"]["stage"] == "classic" and details["mask"]["status"] == "ok"
+    assert details["background"] == job["params"]["background"] == {"source": "scene", "output": "composite"}
     expected = background_size(320, 240)
     assert details["background_size"] == {"width": expected[0], "height": expected[1]}
     png = client.get(done["result"]["url"])
@@ -95,6 +96,14 @@ def test_background_job_end_to_end_with_a_scene(client):
     # the subject's core is the original's pixels; the backdrop was replaced
     assert np.abs(result[150, 160].astype(int) - original[150, 160]).max() <= 2
     assert np.abs(result[5:40, 5:40].astype(int) - original[5:40, 5:40]).mean() > 5
+
+
+def test_a_prompt_background_records_its_source(client):
+    job = _post(client, "/v1/backgrounds", prompt="a quiet beach", steps=4, seed=5).json()
+    assert job["params"]["background"] == {"source": "prompt", "output": "composite"}
+    done = wait_for(client, job["id"], final)
+    assert done["status"] == "succeeded" and done["result"]["details"]["background"]["source"] == "prompt"
+    assert done["total_steps"] == 4
 
 
 def test_same_seed_same_background(client):
@@ -138,8 +147,6 @@ def test_bad_images_are_refused_for_backgrounds_and_masks(client):
     for path, fields in (("/v1/backgrounds", {"prompt": "a park"}), ("/v1/backgrounds/mask", {})):
         response = _post(client, path, image=b"GIF89a-not-really", **fields)
         assert response.status_code == 400 and response.json()["error"]["field"] == "image"
-
-
 
 
 def test_a_mask_that_keeps_nothing_is_reported_and_not_composited(client):

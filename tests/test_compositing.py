@@ -12,7 +12,13 @@ from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 from deployments.config import BackgroundGeneratorConfig
-from pipelines.background.compositor import composite_onto_background, linear_to_srgb, plain_alpha_blend, srgb_to_linear
+from pipelines.background.compositor import (
+    composite_onto_background,
+    cutout_rgba,
+    linear_to_srgb,
+    plain_alpha_blend,
+    srgb_to_linear,
+)
 from pipelines.background.mask_controls import apply_composition, mask_preview_png
 from pipelines.background.sdxl import BackgroundModelConfig
 from pipelines.common.errors import InvalidInputError
@@ -184,6 +190,58 @@ def test_bad_inputs_name_the_field(green_screen):
     with pytest.raises(InvalidInputError) as err:
         plain_alpha_blend(fg, new[..., :2], alpha)
     assert err.value.field == "background"
+
+
+# ---------------------------------------------------------------- cut-outs (output=cutout)
+def _over_cutout(rgba: np.ndarray, bg: np.ndarray, space: str) -> np.ndarray:
+    """What an editor does with a straight-alpha RGBA PNG: a*RGB + (1 - a)*B, here in either space."""
+    a = rgba[..., 3:4].astype(np.float32) / 255.0
+    if space == "linear":
+        return linear_to_srgb(a * srgb_to_linear(rgba[..., :3]) + (1 - a) * srgb_to_linear(bg))
+    return np.clip(np.rint(a * rgba[..., :3] + (1 - a) * bg.astype(np.float32)), 0, 255).astype(np.uint8)
+
+
+def test_cutout_alpha_is_the_matte_and_rgb_is_straight():
+    # A light subject with a wide soft rim photographed on black: in the rim the photo's pixels are dark
+    # (a*F + (1-a)*0). Premultiplied RGB would keep them dark; straight alpha restores the subject colour.
+    light = np.float32([240, 230, 210])
+    alpha = _soft_disc()
+    photo = _over_srgb(np.full((SIZE, SIZE, 3), light, np.uint8), alpha, np.zeros((SIZE, SIZE, 3), np.uint8))
+    rgba = cutout_rgba(photo, alpha)
+    assert rgba.shape == (SIZE, SIZE, 4) and rgba.dtype == np.uint8
+    opaque, clear = alpha >= 1 - 1 / 512, alpha <= 1 / 512
+    soft = ~opaque & ~clear
+    assert soft.sum() > 500
+    np.testing.assert_array_equal(rgba[..., 3][opaque], 255)
+    np.testing.assert_array_equal(rgba[..., 3][clear], 0)
+    assert np.abs(rgba[..., 3][soft].astype(int) - np.rint(alpha[soft] * 255)).max() <= 1
+    assert rgba[..., 3][soft].min() >= 1 and rgba[..., 3][soft].max() <= 254  # soft stays soft after rounding
+    np.testing.assert_array_equal(rgba[..., :3][opaque], photo[opaque])
+    np.testing.assert_array_equal(rgba[..., :3][clear], 0)
+    half = soft & (alpha > 0.3) & (alpha < 0.7)
+    assert np.abs(rgba[..., :3][half].astype(int) - light).mean() < 6  # straight: the subject's colour
+    assert photo[half].astype(int).mean() < 0.75 * light.mean()  # what premultiplied would have kept
+
+
+@pytest.mark.parametrize("space", ["srgb", "linear"])
+def test_cutout_over_a_background_is_the_services_own_composite(space, green_screen):
+    fg, alpha, old, new = green_screen
+    photo = MIXES[space](fg, alpha, old)
+    rgba = cutout_rgba(photo, alpha, **BLEND_OPTIONS[space])
+    ours = composite_onto_background(photo, new, alpha, **BLEND_OPTIONS[space])
+    theirs = _over_cutout(rgba, new, space)
+    # equal up to the 8-bit rounding of the stored colour and alpha
+    assert np.abs(theirs.astype(int) - ours).max() <= 3
+    assert np.abs(theirs.astype(int) - ours).mean() < 0.2
+
+
+def test_cutout_checks_its_inputs(green_screen):
+    fg, alpha, _, _ = green_screen
+    with pytest.raises(InvalidInputError) as err:
+        cutout_rgba(fg, alpha[:-1])
+    assert err.value.field == "mask"
+    with pytest.raises(ValueError, match="blend_space"):
+        cutout_rgba(fg, alpha, blend_space="lab")
 
 
 # ---------------------------------------------------------------- composition controls

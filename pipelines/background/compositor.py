@@ -14,7 +14,8 @@ blend, and blends ``F`` with the new background. Nothing else from the older rec
 measurement (benchmarks/compositing.py): binarising the ring, forcing dark edge pixels opaque and
 recolouring pixels near the old backdrop colour all made the edge band worse. Fully opaque and fully
 transparent pixels are copied unchanged, so the soft matte stays soft and the core keeps its exact
-colours.
+colours. :func:`cutout_rgba` stores the same estimated foreground with the matte as straight alpha, so
+the caller's own compositing of the cut-out gives what this engine would.
 """
 
 from __future__ import annotations
@@ -74,19 +75,23 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
 def _check_inputs(
     foreground_rgb: np.ndarray, background_rgb: np.ndarray, alpha: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    fg = np.asarray(foreground_rgb)
+    fg, a = _check_subject(foreground_rgb, alpha)
     bg = np.asarray(background_rgb)
+    if bg.dtype != np.uint8 or bg.ndim != 3 or bg.shape[2] != 3:
+        raise InvalidInputError("the background must be an HxWx3 uint8 RGB array", field="background")
+    return fg, fit_background(bg, fg.shape[1], fg.shape[0]), a
+
+
+def _check_subject(foreground_rgb: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    fg = np.asarray(foreground_rgb)
     a = np.asarray(alpha)
     if fg.dtype != np.uint8 or fg.ndim != 3 or fg.shape[2] != 3:
         raise InvalidInputError("the foreground must be an HxWx3 uint8 RGB array", field="image")
-    if bg.dtype != np.uint8 or bg.ndim != 3 or bg.shape[2] != 3:
-        raise InvalidInputError("the background must be an HxWx3 uint8 RGB array", field="background")
     if a.shape != fg.shape[:2]:
         raise InvalidInputError(
             f"the mask is {a.shape[1]}x{a.shape[0]} but the image is {fg.shape[1]}x{fg.shape[0]}", field="mask"
         )
-    a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
-    return fg, fit_background(bg, fg.shape[1], fg.shape[0]), a
+    return fg, np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
 
 
 def fit_background(background_rgb: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -123,6 +128,29 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.clip(fg, 0.0, 1.0).astype(np.float32)
 
 
+def _spaces(blend_space: str):
+    if blend_space == "srgb":
+        return srgb_to_unit, unit_to_srgb
+    if blend_space == "linear":
+        return srgb_to_linear, linear_to_srgb
+    raise ValueError(f"blend_space must be one of {BLEND_SPACES}, not {blend_space!r}")
+
+
+def _soft_foreground(fg: np.ndarray, a: np.ndarray, to_space):
+    """The estimated foreground of the soft pixels, in the blend space: (crop, soft mask in it, colours).
+
+    Only the bounding box of the soft region (plus context) goes through the estimator: for a centred
+    subject that is most of the frame, for a small product shot far less. None when nothing is soft.
+    """
+    soft = _soft_region(a)
+    if not soft.any():
+        return None
+    ys, xs = _crop_box(soft, CROP_MARGIN)
+    fg_est = estimate_foreground(to_space(fg[ys, xs]), a[ys, xs])
+    soft_crop = soft[ys, xs]
+    return (ys, xs), soft_crop, fg_est[soft_crop]
+
+
 def composite_onto_background(
     foreground_rgb: np.ndarray,
     background_rgb: np.ndarray,
@@ -137,28 +165,38 @@ def composite_onto_background(
     (linear light). Returns a uint8 RGB image the size of the foreground; the background is resized if
     needed.
     """
-    if blend_space == "srgb":
-        to_space, from_space = srgb_to_unit, unit_to_srgb
-    elif blend_space == "linear":
-        to_space, from_space = srgb_to_linear, linear_to_srgb
-    else:
-        raise ValueError(f"blend_space must be one of {BLEND_SPACES}, not {blend_space!r}")
+    to_space, from_space = _spaces(blend_space)
     fg, bg, a = _check_inputs(foreground_rgb, background_rgb, alpha)
     out = np.where((a >= 1.0 - ALPHA_EPS)[..., None], fg, bg)
-    soft = _soft_region(a)
-    if not soft.any():
+    estimated = _soft_foreground(fg, a, to_space)
+    if estimated is None:
         return out
-    # Only the bounding box of the soft region (plus context) goes through the estimator: for a
-    # centred subject that is most of the frame, for a small product shot far less.
-    ys, xs = _crop_box(soft, CROP_MARGIN)
-    a_crop = a[ys, xs]
-    fg_est = estimate_foreground(to_space(fg[ys, xs]), a_crop)
-    soft_crop = soft[ys, xs]
-    a_soft = a_crop[soft_crop][:, None]
-    blended = a_soft * fg_est[soft_crop] + (1.0 - a_soft) * to_space(bg[ys, xs][soft_crop])
+    (ys, xs), soft_crop, fg_soft = estimated
+    a_soft = a[ys, xs][soft_crop][:, None]
+    blended = a_soft * fg_soft + (1.0 - a_soft) * to_space(bg[ys, xs][soft_crop])
     out_crop = out[ys, xs]
     out_crop[soft_crop] = from_space(blended)
     return out
+
+
+def cutout_rgba(foreground_rgb: np.ndarray, alpha: np.ndarray, *, blend_space: BlendSpace = "srgb") -> np.ndarray:
+    """The subject alone as uint8 HxWx4 RGBA with *straight* (not premultiplied) alpha, the PNG norm.
+
+    Opaque pixels keep the photo's colours; soft pixels carry the estimated foreground colour (the old
+    backdrop's tint taken out), so the usual ``a*RGB + (1 - a)*B`` over any background ``B`` in
+    ``blend_space`` gives what :func:`composite_onto_background` gives, up to 8-bit rounding of the
+    colour and the alpha. Fully transparent pixels are black: nothing of the old backdrop is kept.
+    """
+    to_space, from_space = _spaces(blend_space)
+    fg, a = _check_subject(foreground_rgb, alpha)
+    rgb = np.where((a > ALPHA_EPS)[..., None], fg, np.uint8(0))
+    estimated = _soft_foreground(fg, a, to_space)
+    if estimated is not None:
+        (ys, xs), soft_crop, fg_soft = estimated
+        rgb_crop = rgb[ys, xs]
+        rgb_crop[soft_crop] = from_space(fg_soft)
+    alpha8 = np.where(a <= ALPHA_EPS, 0, np.where(a >= 1.0 - ALPHA_EPS, 255, np.clip(np.rint(a * 255.0), 1, 254)))
+    return np.dstack([rgb, alpha8.astype(np.uint8)])
 
 
 def plain_alpha_blend(foreground_rgb: np.ndarray, background_rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

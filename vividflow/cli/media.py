@@ -17,7 +17,7 @@ from rich.markup import escape
 from vividflow.cli.follow import finish, follow
 from vividflow.cli.state import CliState, JsonFlag, emit_json, reported_errors, state_of
 from vividflow.client import options as limits
-from vividflow.client.options import Composition, Focus
+from vividflow.client.options import Composition, Fit, Focus, Position
 
 ImageArg = Annotated[
     Path,
@@ -165,6 +165,38 @@ def background(
     negative_prompt: Annotated[
         str | None, typer.Option("--negative-prompt", "-n", callback=_prompt_limit, help="Replaces the scene's.")
     ] = None,
+    background_image: Annotated[
+        Path | None,
+        typer.Option(
+            "--background-image",
+            "-b",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            show_default=False,
+            help="Your own background picture instead of a scene or prompt (no SDXL runs).",
+        ),
+    ] = None,
+    background_color: Annotated[
+        str | None,
+        typer.Option(
+            "--background-color",
+            show_default=False,
+            help="#rgb or #rrggbb: a plain background, or the letterbox of --fit contain. \\[default: black]",
+        ),
+    ] = None,
+    fit: Annotated[
+        Fit | None,
+        typer.Option(show_default=False, help="How --background-image fills the frame. \\[default: cover]"),
+    ] = None,
+    position: Annotated[
+        Position | None,
+        typer.Option(show_default=False, help="The part of --background-image kept or anchored. \\[default: center]"),
+    ] = None,
+    cutout: Annotated[
+        bool,
+        typer.Option("--cutout", help="Save the subject alone as an RGBA PNG (straight alpha); no background."),
+    ] = False,
     composition: CompositionOption = None,
     focus: FocusOption = None,
     feather: FeatherOption = None,
@@ -174,7 +206,7 @@ def background(
             min=limits.BACKGROUND_STEPS.min,
             max=limits.BACKGROUND_STEPS.max,
             show_default=False,
-            help="SDXL steps. \\[default: 25]",
+            help="SDXL steps (generated backgrounds). \\[default: 25]",
         ),
     ] = None,
     guidance: Annotated[
@@ -198,21 +230,30 @@ def background(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", show_default=False, help="Where to save the PNG. \\[default: <photo name>_background.png]"
+            "--output",
+            "-o",
+            show_default=False,
+            help="Where to save the PNG. \\[default: <photo name>_background.png, or _cutout.png]",
         ),
     ] = None,
     no_wait: NoWaitFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Replace a photo's background with a scene and/or a prompt, keeping the subject."""
+    """Replace a photo's background, keeping the subject: with your own picture or colour, a scene and/or a
+    prompt (SDXL), or none at all (--cutout). Which combinations are allowed is the server's to judge."""
     state = state_of(ctx)
-    if not scene and not (prompt or "").strip():
-        raise typer.BadParameter("give --scene, --prompt or both", param_hint="'--scene' / '--prompt'")
-    target = _output(output, image, "_background.png")
+    if not (scene or (prompt or "").strip() or background_image or background_color or cutout):
+        raise typer.BadParameter(
+            "give --background-image, --background-color, --scene and/or --prompt, or --cutout",
+            param_hint="'--background-image' / '--scene' / '--prompt'",
+        )
+    target = _output(output, image, "_cutout.png" if cutout else "_background.png")
     with reported_errors(state, json_output), state.client() as client:
         job = client.submit_background(
-            image, scene_id=scene, prompt=prompt, negative_prompt=negative_prompt, composition=composition,
-            focus=focus, feather_px=feather, steps=steps, guidance_scale=guidance, seed=seed, enrich_prompt=enrich,
+            image, scene_id=scene, prompt=prompt, negative_prompt=negative_prompt, background_image=background_image,
+            background_color=background_color, fit=fit, position=position, output="cutout" if cutout else None,
+            composition=composition, focus=focus, feather_px=feather, steps=steps, guidance_scale=guidance, seed=seed,
+            enrich_prompt=enrich,
         )  # fmt: skip
         if no_wait:
             _queued(state, job.raw, json_output)

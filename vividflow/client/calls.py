@@ -85,13 +85,19 @@ def job_path(job: Job | str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id_of(job), safe='')}{suffix}"
 
 
-def _submission(path: str, image: ImageSource, fields: dict[str, str], idempotency_key: str | None) -> Call:
+def _submission(
+    path: str,
+    image: ImageSource,
+    fields: dict[str, str],
+    idempotency_key: str | None,
+    more_files: dict[str, tuple[str, bytes, str]] | None = None,
+) -> Call:
     # One key per submission, kept by the Call: every retry of this submission sends the same key.
     return Call(
         "POST",
         path,
         data=fields,
-        files={"image": image_part(image)},
+        files={"image": image_part(image), **(more_files or {})},
         creates_job=True,
         idempotency_key=idempotency_key or str(uuid.uuid4()),
     )
@@ -113,8 +119,11 @@ def background_call(
     extra_fields: Mapping[str, FormValue] | None = None,
     idempotency_key: str | None = None,
 ) -> Call:
-    fields = form_fields(options, BackgroundOptions, extra_fields)
-    return _submission("/v1/backgrounds", image, fields, idempotency_key)
+    text_options = dict(options)
+    background = text_options.pop("background_image", None)  # a file part, not a text field
+    fields = form_fields(text_options, BackgroundOptions, extra_fields)
+    more_files = {"background_image": image_part(background)} if background is not None else None
+    return _submission("/v1/backgrounds", image, fields, idempotency_key, more_files)
 
 
 def plan_call(image: ImageSource, duration_s: float | None) -> Call:

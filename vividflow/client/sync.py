@@ -117,7 +117,9 @@ class Client:
         extra_fields: Mapping[str, FormValue] | None = None,
         **options: Unpack[BackgroundOptions],
     ) -> Job:
-        """``POST /v1/backgrounds``: queue a background replacement (``scene_id`` and/or ``prompt``)."""
+        """``POST /v1/backgrounds``: queue a background replacement: ``scene_id`` and/or ``prompt`` (SDXL), your own
+        ``background_image`` (a path, bytes or file, placed by ``fit``/``position``) or ``background_color``, or
+        ``output="cutout"`` for the subject alone as an RGBA PNG."""
         return calls.parse_job(self._send(calls.background_call(image, options, extra_fields, idempotency_key)))
 
     # -- synchronous answers --------------------------------------------------------------------------
