@@ -23,9 +23,6 @@ class JobStoreConfig(StrictModel):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis server of the `redis` backend (redis:// or rediss://)."
     )
-    finished_job_ttl_s: int = Field(
-        default=7 * 24 * 3600, gt=0, description="`redis` backend: seconds a finished job is kept before it expires."
-    )
     results_dir: str = Field(default="var/results", description="Folder for finished MP4/PNG files.")
 
 
@@ -48,6 +45,26 @@ class JobQueueConfig(StrictModel):
         ge=0,
         description="A running job retries each job-store call this long (with backoff) before it fails as "
         "store_unavailable: a store failover must not throw a render away.",
+    )
+    retention_s: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="An ended job's record, input and result are deleted this long after it ended (the job "
+        "object's `expires_at`); queued and running jobs never expire.",
+    )
+    idempotency_ttl_s: float = Field(
+        default=24 * 3600,
+        ge=24 * 3600,
+        description="How long an `Idempotency-Key` keeps returning the job it created (at least 24 h).",
+    )
+    sweep_interval_s: float = Field(
+        default=300.0, gt=0, description="How often the ingress deletes expired jobs and orphaned files."
+    )
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A file in the results folder with no job record is deleted once it is this old (younger "
+        "ones may belong to a submission still being stored).",
     )
 
 
@@ -72,6 +89,14 @@ class DeploymentOptions(StrictModel):
     autoscaling: AutoscalingConfig | None = None
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0, le=8)
+    gpu_memory_fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Cap on the CUDA memory this replica's PyTorch allocates, as a fraction of each GPU it sees "
+        "(`torch.cuda.set_per_process_memory_fraction`). Unset: its `num_gpus` share (at most 1). Fractional "
+        "GPUs only place replicas; this keeps each inside its share.",
+    )
     memory_gb: float | None = Field(default=None, gt=0, description="Ray memory reservation per replica.")
     max_ongoing_requests: int = Field(default=1, ge=1)
     max_queued_requests: int = Field(default=-1, ge=-1, description="-1: unbounded.")
@@ -79,6 +104,26 @@ class DeploymentOptions(StrictModel):
     health_check_timeout_s: float = Field(default=30.0, gt=0)
     graceful_shutdown_timeout_s: float = Field(default=20.0, ge=0)
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables for the replicas.")
+
+    @model_validator(mode="after")
+    def _memory_within_gpu_share(self) -> DeploymentOptions:
+        if self.gpu_memory_fraction is None:
+            return self
+        if self.num_gpus == 0:
+            raise ValueError("gpu_memory_fraction needs num_gpus > 0: a replica without a GPU share sees no GPU")
+        if self.gpu_memory_fraction > self.num_gpus:
+            raise ValueError(
+                f"gpu_memory_fraction {self.gpu_memory_fraction} is more than this replica's GPU share "
+                f"(num_gpus {self.num_gpus}): replicas packed onto one GPU by their shares would run out together"
+            )
+        return self
+
+    @property
+    def cuda_memory_fraction(self) -> float | None:
+        """The cap a replica applies to itself: the configured fraction, else its GPU share; None without a GPU."""
+        if self.gpu_memory_fraction is not None:
+            return self.gpu_memory_fraction
+        return min(self.num_gpus, 1.0) if self.num_gpus > 0 else None
 
 
 class ExportConfig(StrictModel):
@@ -118,12 +163,40 @@ class BackgroundGeneratorConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.5, max_ongoing_requests=1)
 
 
+class WebhookConfig(StrictModel):
+    """Where and how job webhooks (`webhook_url`) are delivered: signed, retried, only to allowed hosts."""
+
+    enabled: bool = Field(default=True, description="Off: `webhook_url` is refused with 400.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names, IP addresses or networks (CIDR) a webhook may target although they are "
+        "loopback, private, link-local or otherwise not public; they may also use plain `http`. Everything else "
+        "must be a public address over `https`.",
+    )
+    signing_secret_file: str = Field(
+        default="var/webhook-secret",
+        description="File holding the signing secret (`whsec_` + base64, the Standard Webhooks form). Created "
+        "with a random secret when missing; in clusters, a mounted Kubernetes Secret.",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=60, description="One delivery attempt's time limit.")
+    retry_for_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="Failed deliveries are retried with backoff for this long after the "
+        "job ended, then marked `failed`.",
+    )
+    backoff_s: float = Field(default=5.0, gt=0, description="Wait after the first failed attempt; doubles each time.")
+    max_backoff_s: float = Field(default=3600.0, gt=0, description="The longest wait between two attempts.")
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="How often the ingress looks for due ones.")
+
+
 class IngressConfig(StrictModel):
     max_upload_mb: float = Field(default=50.0, gt=0, le=200)
     max_image_megapixels: float = Field(default=40.0, gt=0, le=100)
     prompt_expansion_timeout_s: float = Field(
         default=15.0, gt=0, description="After this, a video job keeps the original prompt."
     )
+    webhooks: WebhookConfig = WebhookConfig()
     deployment: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=100)
 
 
@@ -167,6 +240,9 @@ class AppConfig(StrictModel):
                 "lora": model.lora.model_copy(update={"path": absolute(model.lora.path)}) if model.lora else None,
             }
         )
+        webhooks = self.ingress.webhooks
+        webhooks = webhooks.model_copy(update={"signing_secret_file": absolute(webhooks.signing_secret_file)})
+        ingress = self.ingress.model_copy(update={"webhooks": webhooks})
         store = self.job_store.model_copy(
             update={
                 "sqlite_path": absolute(self.job_store.sqlite_path),
@@ -197,6 +273,7 @@ class AppConfig(StrictModel):
         return self.model_copy(
             update={
                 "job_store": store,
+                "ingress": ingress,
                 "video_generator": video,
                 "prompt_expander": expander,
                 "image_analyzer": analyzer,

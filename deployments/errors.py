@@ -31,3 +31,15 @@ class StoreUnavailableError(ServiceNotReadyError):
     """The job store stayed unreachable for longer than a job run may wait for it."""
 
     kind = "store_unavailable"
+
+
+class StorageUnavailableError(ServiceNotReadyError):
+    """The results volume cannot be written (full, read-only, gone): nothing can be stored until it is fixed."""
+
+    kind = "storage_unavailable"
+
+
+class IdempotencyKeyReusedError(VividFlowError):
+    """An ``Idempotency-Key`` came back with a different request than the one it was first used for."""
+
+    kind = "idempotency_conflict"

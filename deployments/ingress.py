@@ -47,7 +47,7 @@ class Ingress:
                 return await segmenter.mask.remote(image, composition, focus, feather_px)
 
         self.services = ApiServices(
-            store=open_job_store(store_config),
+            store=open_job_store(store_config, queue_config),
             results=open_results(store_config),
             settings=settings,
             queue=queue_config,

@@ -41,12 +41,14 @@ class VideoGenerator:
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         self.config = config
-        self.store = store or open_job_store(store_config)
+        self.store = store or open_job_store(store_config, queue_config)
         self.results = results or open_results(store_config)
         if pipeline is None:
+            from pipelines.common.devices import cap_process_gpu_memory
             from pipelines.tiny.provision import provision_tiny_models
             from pipelines.video.wan_i2v import WanImageToVideo
 
+            cap_process_gpu_memory(config.deployment.cuda_memory_fraction)  # before the first CUDA allocation
             started = time.perf_counter()
             provision_tiny_models(config.model)
             pipeline = WanImageToVideo.from_config(config.model)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig, VideoGeneratorConfig
+from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig, VideoGeneratorConfig, WebhookConfig
 from deployments.http.api import create_api
 from deployments.http.services import ApiServices
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.sqlite_store import SQLiteJobStore
 from deployments.video_generator import VideoGenerator
+from tests.offline_dns import offline_resolve
 
 # Fast polling and short leases so queue behaviour shows up within a test's patience.
 TEST_QUEUE = JobQueueConfig(poll_interval_s=0.05, heartbeat_interval_s=0.2, lease_s=3.0, reap_interval_s=0.5)
@@ -34,7 +35,8 @@ def api_client(
 ):
     """``backgrounds``: a callable (store, store_config, results, queue) -> (BackgroundGenerator, segmenter)."""
     store_config = JobStoreConfig(sqlite_path=str(tmp_path / "jobs.sqlite3"), results_dir=str(tmp_path / "results"))
-    store = SQLiteJobStore(store_config.sqlite_path)
+    store = SQLiteJobStore(store_config.sqlite_path, retention_s=queue.retention_s)
+    ingress_settings.setdefault("webhooks", WebhookConfig(signing_secret_file=str(tmp_path / "webhook-secret")))
     results = ResultFiles(store_config.results_dir)
     with ExitStack() as cleanup:
         video = VideoGenerator(
@@ -62,6 +64,7 @@ def api_client(
             expand_prompt=expand_prompt,
             analyze_image=analyze_image,
             mask_subject=mask_subject,
+            resolve_host=offline_resolve,
         )
         client = cleanup.enter_context(TestClient(create_api(services), raise_server_exceptions=False))
         client.video_generator = video

@@ -78,14 +78,14 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     if request.param == "sqlite":
         path = tmp_path / "jobs.sqlite3"
 
-        def factory() -> JobStore:
-            return SQLiteJobStore(path)
+        def factory(**options) -> JobStore:
+            return SQLiteJobStore(path, **options)
     else:
         url = request.getfixturevalue("redis_url")
         prefix = f"test:{uuid.uuid4().hex[:12]}:"  # one server for the session: tests must not see each other's jobs
 
-        def factory() -> JobStore:
-            store = RedisJobStore(url, key_prefix=prefix)
+        def factory(**options) -> JobStore:
+            store = RedisJobStore(url, key_prefix=prefix, **options)
             opened.append(store)
             return store
 
@@ -660,7 +660,7 @@ def test_late_writers_never_reopen_a_finished_job(store: JobStore) -> None:
 
 def test_redis_index_of_unfinished_jobs_and_ttl(redis_url: str) -> None:
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    store = RedisJobStore(redis_url, key_prefix=prefix, finished_job_ttl_s=600)
+    store = RedisJobStore(redis_url, key_prefix=prefix, retention_s=600)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         unfinished = f"{prefix}jobs:unfinished"

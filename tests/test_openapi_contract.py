@@ -41,7 +41,9 @@ OPERATIONS = {
     ("get", "/healthz"),
     ("post", "/v1/videos/plan"),
     ("post", "/v1/videos"),
+    ("get", "/v1/jobs"),
     ("get", "/v1/jobs/{job_id}"),
+    ("delete", "/v1/jobs/{job_id}"),
     ("get", "/v1/jobs/{job_id}/result"),
     ("post", "/v1/jobs/{job_id}/cancel"),
     ("get", "/v1/jobs/{job_id}/events"),
@@ -68,10 +70,12 @@ UPLOAD_FORMS = {
         "guidance_scale_2",
         "seed",
         "expand_prompt",
+        "webhook_url",
     },
     "/v1/backgrounds/mask": COMPOSITION_FIELDS,
     "/v1/backgrounds": COMPOSITION_FIELDS
-    | {"scene_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "enrich_prompt"},
+    | {"scene_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "enrich_prompt"}
+    | {"background_image", "background_color", "fit", "position", "output", "webhook_url"},
     "/v1/analyze": {"image", "prompt"},
 }
 
@@ -81,14 +85,16 @@ UPLOAD_FORMS = {
 REQUIRED_ERROR_STATUSES = {
     ("get", "/healthz"): {"503"},
     ("post", "/v1/videos/plan"): {"400", "413"},
-    ("post", "/v1/videos"): {"400", "413", "429"},
+    ("post", "/v1/videos"): {"400", "413", "422", "429", "503"},
+    ("get", "/v1/jobs"): {"400"},
     ("get", "/v1/jobs/{job_id}"): {"404"},
+    ("delete", "/v1/jobs/{job_id}"): {"404"},
     ("get", "/v1/jobs/{job_id}/result"): {"404", "409"},
     ("post", "/v1/jobs/{job_id}/cancel"): {"404", "409"},
     ("get", "/v1/jobs/{job_id}/events"): {"404"},
     ("post", "/v1/prompts/expand"): {"400"},
     ("post", "/v1/backgrounds/mask"): {"400", "413", "429", "503"},
-    ("post", "/v1/backgrounds"): {"400", "413", "429", "503"},
+    ("post", "/v1/backgrounds"): {"400", "413", "422", "429", "503"},
     ("post", "/v1/analyze"): {"400", "413", "429", "503"},
 }
 
@@ -351,7 +357,20 @@ def _make_jobs(harness) -> dict[str, str]:
     jobs["cancelled"] = submit("/v1/videos", duration_s=0.5, seed=4)
     assert client.post(f"/v1/jobs/{jobs['cancelled']}/cancel").status_code == 200
     jobs["queued"] = submit("/v1/videos", duration_s=0.5, seed=5)
+    jobs["deletable"] = submit("/v1/videos", duration_s=0.5, seed=6)
     return jobs
+
+
+OWN_BACKGROUND_FIELDS = {"background_image", "background_color", "fit", "position", "output"}
+GENERATION_FIELDS = {"scene_id", "prompt", "negative_prompt"}
+
+
+def _background_variants(body: dict) -> list[dict]:
+    """Random background forms nearly always mix a generated and an own background (a 400): add one body
+    with the own-background fields left out and one with a real picture and no generation fields."""
+    generated = {key: value for key, value in body.items() if key not in OWN_BACKGROUND_FIELDS}
+    own = {key: value for key, value in body.items() if key not in GENERATION_FIELDS | {"background_color"}}
+    return [generated, {**own, "background_image": VALID_IMAGE}]
 
 
 @pytest.fixture(scope="module")
@@ -368,15 +387,20 @@ def api_schema(harness, tmp_path_factory):
         if not isinstance(path_parameters, dict) or "job_id" not in path_parameters:
             return st.just(path_parameters)
         events = context.operation.path.endswith("/events")
+        if context.operation.method.lower() == "delete":  # deleting the fixed jobs would starve the others
+            return st.sampled_from([path_parameters, {**path_parameters, "job_id": jobs["deletable"]}])
         # a queued job's event stream would only end at the read timeout
-        ids = [job_id for state, job_id in jobs.items() if not (events and state == "queued")]
+        ids = [job_id for state, job_id in jobs.items() if not (events and state == "queued") and state != "deletable"]
         return st.sampled_from([path_parameters] + [{**path_parameters, "job_id": job_id} for job_id in ids])
 
     @schema.hook
     def flatmap_body(context, body):
         # Random bytes are never an image (400); half the time send a real one so the 2xx paths run too.
         if isinstance(body, dict) and "image" in body:
-            return st.sampled_from([body, {**body, "image": VALID_IMAGE}])
+            variants = [body, {**body, "image": VALID_IMAGE}]
+            if context.operation.path == "/v1/backgrounds":
+                variants += _background_variants(variants[1])
+            return st.sampled_from(variants)
         return st.just(body)
 
     yield schema

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
 from deployments import metrics
-from deployments.errors import ServiceNotReadyError
+from deployments.errors import ServiceNotReadyError, StorageUnavailableError
 from deployments.http.analyze_routes import analyze_router
 from deployments.http.background_routes import background_router
 from deployments.http.errors import error_responses, install_error_handlers
@@ -24,6 +24,8 @@ from deployments.http.services import ApiServices
 from deployments.http.template_routes import template_router
 from deployments.http.video_routes import video_router
 from deployments.jobs.reaper import reap_once
+from deployments.jobs.sweeper import sweep_once
+from deployments.jobs.webhooks import WebhookSender, load_signing_secret
 
 log = logging.getLogger(__name__)
 TEXT = {"type": "string"}
@@ -32,12 +34,22 @@ TEXT = {"type": "string"}
 def create_api(services: ApiServices) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        reaper = asyncio.create_task(_reap_forever(services)) if services.reap_jobs else None
+        tasks = []
+        if services.reap_jobs:
+            tasks.append(asyncio.create_task(_reap_forever(services)))
+            tasks.append(asyncio.create_task(_sweep_forever(services)))
+        sender = None
+        if services.settings.webhooks.enabled:
+            secret = await run_in_threadpool(load_signing_secret, services.settings.webhooks.signing_secret_file)
+            sender = WebhookSender(services.store, services.settings.webhooks, secret, resolve=services.resolve_host)
+            tasks.append(asyncio.create_task(_deliver_webhooks_forever(sender)))
         yield
-        if reaper is not None:
-            reaper.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+                await task
+        if sender is not None:
+            await sender.close()
 
     app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     install_error_handlers(app)
@@ -54,6 +66,12 @@ def create_api(services: ApiServices) -> FastAPI:
             await run_in_threadpool(services.store.ping)
         except Exception as exc:
             raise ServiceNotReadyError("the job store cannot be reached") from exc
+        try:
+            await run_in_threadpool(services.results.probe_writable)
+        except OSError as exc:
+            raise StorageUnavailableError(
+                f"the results folder cannot be written ({exc.strerror or exc}); jobs cannot store inputs or results"
+            ) from exc
         return {"status": "ok"}
 
     @app.get(
@@ -100,3 +118,24 @@ async def _reap_forever(services: ApiServices) -> None:
                 metrics.queue_depth(kind, await run_in_threadpool(services.store.queue_depth, kind))
         except Exception:
             log.warning("reaping stale jobs failed; retrying in %.0f s", services.queue.reap_interval_s)
+
+
+async def _sweep_forever(services: ApiServices) -> None:
+    """Delete jobs past their retention, their files, and files no job owns (see deployments.jobs.sweeper)."""
+    while True:
+        try:
+            await run_in_threadpool(sweep_once, services.store, services.results, services.queue)
+        except Exception:
+            log.warning("the retention sweep failed; retrying in %.0f s", services.queue.sweep_interval_s)
+        await asyncio.sleep(services.queue.sweep_interval_s)
+
+
+async def _deliver_webhooks_forever(sender: WebhookSender) -> None:
+    while True:
+        try:
+            delivered = await sender.deliver_due()
+        except Exception:
+            log.warning("webhook delivery failed; retrying in %.0f s", sender.config.poll_interval_s)
+            delivered = 0
+        if not delivered:
+            await asyncio.sleep(sender.config.poll_interval_s)

@@ -14,7 +14,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.errors import JobNotFoundError, JobStateError, ServiceNotReadyError, ServiceOverloadedError
+from deployments.errors import (
+    IdempotencyKeyReusedError,
+    JobNotFoundError,
+    JobStateError,
+    ServiceNotReadyError,
+    ServiceOverloadedError,
+)
 from pipelines.common.errors import (
     InputTooLargeError,
     InvalidInputError,
@@ -30,6 +36,7 @@ log = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[VividFlowError], int], ...] = (
     (InputTooLargeError, 413),
     (MaskUnusableError, 422),
+    (IdempotencyKeyReusedError, 422),
     (InvalidInputError, 400),
     (JobNotFoundError, 404),
     (JobStateError, 409),
@@ -57,9 +64,11 @@ ERROR_DESCRIPTIONS = {
     404: "No such job (ids are not confirmed to anyone else either).",
     409: "The job is in the wrong state for this request (for example: no result yet).",
     413: "The upload, the image's pixel count or a text field is over its limit.",
-    422: "The input is well-formed but unusable (for example: the subject mask came out empty).",
+    422: "The input is well-formed but unusable (for example: the subject mask came out empty), or an "
+    "`Idempotency-Key` was reused with a different request (`idempotency_conflict`).",
     429: "Overloaded: the queue of this kind of job, or the model deployment, is full. Retry after `Retry-After` s.",
-    503: "Not ready: the job store cannot be reached, or the feature is not deployed in this configuration.",
+    503: "Not ready: the job store cannot be reached, the results volume cannot be written "
+    "(`storage_unavailable`), or the feature is not deployed in this configuration.",
 }
 
 

@@ -14,6 +14,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.background import sdxl
+from pipelines.background.background_fit import HEX_COLOR_PATTERN
 from pipelines.background.mask_controls import MAX_FEATHER_PX
 from pipelines.background.scene_templates import scene_templates
 from pipelines.common.text import MAX_PROMPT_CHARS
@@ -58,6 +59,18 @@ class UploadForm(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _drop_null_defaults(schema))
 
 
+class JobForm(UploadForm):
+    """Fields every job-creating form has."""
+
+    webhook_url: str = Field(
+        default=None,
+        max_length=2048,
+        description="Where to POST the job object once it has ended, signed the Standard Webhooks way "
+        "(`webhook-id`, `webhook-timestamp`, `webhook-signature`) and retried with backoff. Public https "
+        "hosts only, unless the service's configuration allows others (ingress.webhooks.allowed_hosts).",
+    )
+
+
 class VideoPlanForm(UploadForm):
     image: UploadFile = ImageFile
     duration_s: float = Field(
@@ -69,7 +82,7 @@ class VideoPlanForm(UploadForm):
     )
 
 
-class VideoForm(VideoPlanForm):
+class VideoForm(VideoPlanForm, JobForm):
     prompt: str = Field(
         default=None,
         max_length=MAX_PROMPT_CHARS,
@@ -118,7 +131,7 @@ class MaskForm(UploadForm):
     feather_px: int = Field(default=0, ge=0, le=MAX_FEATHER_PX, description="Softens the matte's rim (pixels).")
 
 
-class BackgroundForm(MaskForm):
+class BackgroundForm(MaskForm, JobForm):
     scene_id: str = Field(
         default=None,
         max_length=MAX_ID_CHARS,
@@ -131,17 +144,56 @@ class BackgroundForm(MaskForm):
     negative_prompt: str = Field(
         default=None, max_length=MAX_PROMPT_CHARS, description="Replaces the scene's negative prompt."
     )
-    steps: int = Field(default=sdxl.DEFAULT_STEPS, ge=sdxl.MIN_STEPS, le=sdxl.MAX_STEPS, description="SDXL steps.")
+    # Your own background instead of a generated one (no SDXL runs); the rules between these fields are in
+    # pipelines.background.background_choice. Choices default to None so that a value sent where it has no
+    # effect (`fit` without `background_image`) can be refused; the descriptions name the real defaults.
+    background_image: UploadFile = Field(
+        default=None,
+        description="Your own background picture instead of `scene_id`/`prompt`: same formats and limits as "
+        "`image`; fitted to the photo's size with `fit` and `position`. No SDXL runs.",
+        json_schema_extra={"format": "binary"},
+    )
+    background_color: str = Field(
+        default=None,
+        description="`#rgb` or `#rrggbb`. Alone: a plain colour background (no SDXL runs). With "
+        "`background_image` and `fit=contain`: the letterbox fill (default black).",
+        json_schema_extra={"pattern": HEX_COLOR_PATTERN},
+    )
+    fit: Literal["cover", "contain", "stretch"] = Field(
+        default=None,
+        description="How `background_image` fills the photo's frame: `cover` (default) scales to fill and "
+        "crops, `contain` scales to fit and letterboxes, `stretch` ignores the aspect ratio. "
+        "Only with `background_image`.",
+    )
+    position: Literal["center", "top", "bottom", "left", "right"] = Field(
+        default=None,
+        description="The part of `background_image` kept by `cover`, or where `contain` places it; the other "
+        "axis stays centred. Default `center`. Only with `background_image`.",
+    )
+    output: Literal["composite", "cutout"] = Field(
+        default="composite",
+        description="`cutout`: the subject alone as an RGBA PNG (straight, not premultiplied, alpha = the "
+        "matte); then no background field may be sent, and no SDXL runs.",
+    )
+    steps: int = Field(
+        default=sdxl.DEFAULT_STEPS,
+        ge=sdxl.MIN_STEPS,
+        le=sdxl.MAX_STEPS,
+        description="SDXL steps (generated backgrounds only; unused otherwise).",
+    )
     guidance_scale: float = Field(
         default=None,
         ge=sdxl.MIN_GUIDANCE,
         le=sdxl.MAX_GUIDANCE,
         allow_inf_nan=False,
-        description=f"Default: the scene's, else {sdxl.DEFAULT_GUIDANCE}.",
+        description=f"Default: the scene's, else {sdxl.DEFAULT_GUIDANCE} (generated backgrounds only).",
     )
-    seed: int = Field(default=None, ge=0, le=sdxl.MAX_SEED, description="Omitted: drawn and reported.")
+    seed: int = Field(
+        default=None, ge=0, le=sdxl.MAX_SEED, description="Omitted: drawn and reported (generated backgrounds only)."
+    )
     enrich_prompt: bool = Field(
-        default=True, description="Let the image analysis add lighting and atmosphere to the prompt."
+        default=True,
+        description="Let the image analysis add lighting and atmosphere to the prompt (generated backgrounds only).",
     )
 
 

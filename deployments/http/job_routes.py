@@ -1,22 +1,32 @@
-"""``/v1/jobs``: status, result download, cancellation and a Server-Sent Events stream."""
+"""``/v1/jobs``: listing, status, result download, cancellation, deletion and a Server-Sent Events stream.
+
+Every route sees only the caller's own jobs (an admin sees all): another tenant's job is a 404, like an
+unknown id.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import time
 from pathlib import Path
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from deployments.errors import JobStateError
 from deployments.http.errors import error_responses
-from deployments.http.schemas import Job
+from deployments.http.schemas import Job, JobList
 from deployments.http.services import ApiServices
+from deployments.http.tenancy import CallerParam, visible_job
 from deployments.jobs.reaper import record_finished
+from pipelines.common.errors import InvalidInputError
 
+MAX_PAGE = 100
 EVENT_POLL_S = 0.25
 KEEPALIVE_S = 15.0
 
@@ -51,13 +61,69 @@ EVENT_STREAM = {
 }
 
 
+def encode_cursor(created_at: float, job_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, job_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(created_at, (int, float)) or not isinstance(job_id, str):
+            raise ValueError
+        return float(created_at), job_id
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInputError(
+            "`cursor` is not one this service handed out; pass the `next_cursor` of the previous page", field="cursor"
+        ) from None
+
+
 def job_router(services: ApiServices) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     store = services.store
 
+    @router.get(
+        "/v1/jobs",
+        summary="Your jobs, newest first",
+        responses={200: {"model": JobList}, **error_responses(400, 503)},
+    )
+    async def list_jobs(
+        caller: CallerParam,
+        status: Annotated[
+            Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query(description="Only these.")
+        ] = None,
+        kind: Annotated[Literal["video", "background"] | None, Query(description="Only this kind.")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Jobs per page.")] = 20,
+        cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")] = None,
+    ) -> dict:
+        before = decode_cursor(cursor) if cursor is not None else None
+        jobs = await run_in_threadpool(
+            lambda: store.list_jobs(caller.listing_owner, status=status, kind=kind, limit=limit + 1, before=before)
+        )
+        page, more = jobs[:limit], len(jobs) > limit
+        next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+        return {"jobs": [job.public() for job in page], "next_cursor": next_cursor}
+
     @router.get("/v1/jobs/{job_id}", summary="A job", responses={200: {"model": Job}, **error_responses(404, 503)})
-    async def get_job(job_id: str) -> dict:
-        return (await run_in_threadpool(store.get, job_id)).public()
+    async def get_job(job_id: str, caller: CallerParam) -> dict:
+        return (await visible_job(store, job_id, caller)).public()
+
+    @router.delete(
+        "/v1/jobs/{job_id}",
+        status_code=204,
+        summary="Delete a job: cancels it if unfinished, then removes its record, input and result",
+        response_class=Response,
+        responses={204: {"description": "Deleted; the id answers 404 from now on."}, **error_responses(404, 503)},
+    )
+    async def delete_job(job_id: str, caller: CallerParam) -> Response:
+        job = await visible_job(store, job_id, caller)
+        if not job.is_final:
+            # A running worker is fenced: it finds no record at its next check and removes its own file.
+            cancelled = await run_in_threadpool(store.request_cancel, job_id)
+            if job.status == "queued" and cancelled.status == "cancelled":
+                record_finished(cancelled)
+        await run_in_threadpool(store.delete, job_id)
+        await run_in_threadpool(services.results.delete_files, job_id)
+        return Response(status_code=204)
 
     @router.get(
         "/v1/jobs/{job_id}/result",
@@ -65,8 +131,8 @@ def job_router(services: ApiServices) -> APIRouter:
         response_class=FileResponse,
         responses={200: RESULT_FILE, **error_responses(404, 409, 503)},
     )
-    async def get_result(job_id: str) -> FileResponse:
-        job = await run_in_threadpool(store.get, job_id)
+    async def get_result(job_id: str, caller: CallerParam) -> FileResponse:
+        job = await visible_job(store, job_id, caller)
         if job.status != "succeeded":
             hint = "poll GET /v1/jobs/{id} until it has succeeded" if not job.is_final else "it will never have one"
             raise JobStateError(f"job {job_id} is {job.status} and has no result; {hint}", field="job_id")
@@ -81,8 +147,8 @@ def job_router(services: ApiServices) -> APIRouter:
         summary="Cancel a job (idempotent; 409 once its result is published)",
         responses={200: {"model": Job}, **error_responses(404, 409, 503)},
     )
-    async def cancel_job(job_id: str) -> dict:
-        before = await run_in_threadpool(store.get, job_id)
+    async def cancel_job(job_id: str, caller: CallerParam) -> dict:
+        before = await visible_job(store, job_id, caller)
         job = await run_in_threadpool(store.request_cancel, job_id)
         if job.status == "succeeded":  # the result was published before the cancel arrived
             raise JobStateError(
@@ -100,8 +166,8 @@ def job_router(services: ApiServices) -> APIRouter:
         response_class=StreamingResponse,
         responses={200: EVENT_STREAM, **error_responses(404, 503)},
     )
-    async def job_events(job_id: str, request: Request) -> StreamingResponse:
-        first = await run_in_threadpool(store.get, job_id)  # 404 before the stream starts
+    async def job_events(job_id: str, request: Request, caller: CallerParam) -> StreamingResponse:
+        first = await visible_job(store, job_id, caller)  # 404 before the stream starts
 
         async def stream():
             job, last_sent, last_write = first, None, time.monotonic()

@@ -15,6 +15,7 @@ The route class hands the checked form to FastAPI through the request, so FastAP
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import typing
 from collections.abc import Callable
@@ -56,11 +57,31 @@ def upload_route_class(max_upload_bytes: int) -> type[APIRoute]:
 
             async def strict_handler(request: Request) -> Response:
                 form = await read_strict_form(request, model, max_upload_bytes=max_upload_bytes)
+                if "idempotency-key" in request.headers:  # only a keyed request is compared with an earlier one
+                    request.state.form_fingerprint = form_fingerprint(request.url.path, form)
                 return await handler(_ParsedFormRequest(request.scope, request.receive, form))
 
             return strict_handler
 
     return StrictUploadRoute
+
+
+def form_fingerprint(path: str, form: FormData) -> str:
+    """SHA-256 of what the request asks for: its path, every text field and every file's bytes, in a fixed
+    order (the order of the parts, file names and transfer details do not change it)."""
+    digest = hashlib.sha256(path.encode())
+    for name, value in sorted(form.multi_items(), key=lambda item: item[0]):
+        digest.update(b"\x00" + name.encode() + b"\x00")
+        if isinstance(value, UploadFile):
+            content = hashlib.sha256()
+            value.file.seek(0)
+            for chunk in iter(lambda: value.file.read(1 << 20), b""):  # noqa: B023 - consumed right here
+                content.update(chunk)
+            value.file.seek(0)
+            digest.update(b"file:" + content.digest())
+        else:
+            digest.update(b"text:" + value.encode())
+    return digest.hexdigest()
 
 
 def form_model_of(endpoint: Callable) -> type[BaseModel] | None:

@@ -35,6 +35,19 @@ class JobResult(_Open):
     )
 
 
+class WebhookDelivery(_Open):
+    url: str
+    status: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending` until the final state was delivered (a 2xx answer) or given up on."
+    )
+    attempts: int = Field(ge=0)
+    last_attempt_at: str | None
+    last_status_code: int | None = Field(description="The receiver's HTTP status on the last attempt.")
+    last_error: str | None
+    delivered_at: str | None
+    id: str | None = Field(description="The `webhook-id` every attempt carries (the same for all of them).")
+
+
 class Job(_Open):
     id: str = Field(pattern=r"^[0-9a-f]{32}$")
     kind: Literal["video", "background"]
@@ -51,6 +64,18 @@ class Job(_Open):
     cancel_requested: bool
     attempts: int = Field(ge=0, description="How many times a worker claimed it (re-queued after lost workers).")
     timings_s: dict[str, float] = Field(description="Seconds per stage, once the job has run.")
+    owner: str = Field(description="The tenant that submitted it (never a key).")
+    batch_id: str | None = Field(description="The batch it belongs to, if any.")
+    expires_at: str | None = Field(
+        description="ISO 8601, UTC: when the record, input and result are deleted (jobs.retention_s after it "
+        "ended); null while it has not ended."
+    )
+    webhook: WebhookDelivery | None = Field(description="Delivery of the final state to `webhook_url`, if given.")
+
+
+class JobList(BaseModel):
+    jobs: list[Job] = Field(description="Newest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
 class Size(BaseModel):

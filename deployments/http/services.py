@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class ApiServices:
     mask_subject: Callable[[object, str, str, int], Awaitable[object]] | None = None
     # reap jobs whose worker stopped heartbeating, from this ingress too (workers may all be gone)
     reap_jobs: bool = True
+    # how webhook hosts are resolved (getaddrinfo's signature); tests pass one that never leaves the machine
+    resolve_host: Callable = socket.getaddrinfo
 
     @property
     def max_upload_bytes(self) -> int:

@@ -9,7 +9,14 @@ from fastapi.responses import JSONResponse
 
 from deployments.http.errors import error_responses
 from deployments.http.form_models import VideoForm, VideoPlanForm
-from deployments.http.job_submission import JOB_ACCEPTED, draw_seed, enqueue_job
+from deployments.http.job_submission import (
+    JOB_ACCEPTED,
+    JOB_REPLAYED,
+    SubmissionParam,
+    check_webhook,
+    draw_seed,
+    enqueue_job,
+)
 from deployments.http.multipart import multipart_form, upload_route_class
 from deployments.http.prompt_routes import expand_for_request
 from deployments.http.schemas import VideoPlan
@@ -39,9 +46,9 @@ def video_router(services: ApiServices) -> APIRouter:
         "/v1/videos",
         status_code=202,
         summary="Submit an image-to-video job",
-        responses={202: JOB_ACCEPTED, **error_responses(400, 413, 429, 503)},
+        responses={202: JOB_ACCEPTED, 200: JOB_REPLAYED, **error_responses(400, 413, 422, 429, 503)},
     )
-    async def create_video(form: Annotated[VideoForm, multipart_form()]) -> JSONResponse:
+    async def create_video(form: Annotated[VideoForm, multipart_form()], submission: SubmissionParam) -> JSONResponse:
         params = {
             # a template's prompt comes first and the user's text extends it
             "prompt": compose_prompt(form.template_id, form.prompt) or DEFAULT_PROMPT,
@@ -54,6 +61,7 @@ def video_router(services: ApiServices) -> APIRouter:
         }
         # The typed request checks the texts (NUL, surrogates, length) before the image costs a decode.
         validate_video_params(**params)
+        webhook_url = await check_webhook(services, form.webhook_url)
         image = await decoded_image(form.image)
         extra = {"template_id": form.template_id, "user_prompt": form.prompt, "expand_prompt": form.expand_prompt}
         if form.expand_prompt:
@@ -74,6 +82,6 @@ def video_router(services: ApiServices) -> APIRouter:
             input_width=image.width,
             input_height=image.height,
         )
-        return await enqueue_job(services, "video", params, video_request.image)
+        return await enqueue_job(services, "video", params, video_request.image, submission, webhook_url)
 
     return router

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from deployments.jobs.results import is_storage_failure
 from deployments.jobs.store import JobStore
 from pipelines.common.device_errors import is_device_failure
 from pipelines.common.errors import JobCancelledError, VividFlowError
@@ -39,6 +40,18 @@ def recorded_outcome(
     except VividFlowError as exc:
         store.fail(job_id, exc.kind, exc.message, worker=worker)
     except Exception as exc:
+        if is_storage_failure(exc):
+            # The results volume is full or read-only: every replica would fail the same way, so the job is
+            # not re-queued; the file layer removed its partial file, and /healthz reports 503 until it is fixed.
+            log.error("job %s: the result could not be stored: %s", job_id, exc)
+            store.fail(
+                job_id,
+                "storage_unavailable",
+                f"the result could not be stored ({exc.strerror or exc}); submit the job again once the service "
+                "is healthy",
+                worker=worker,
+            )
+            return
         if on_device_failure is not None and is_device_failure(exc):
             log.error("job %s: device failure (%s); giving the job back, leaving service", job_id, type(exc).__name__)
             message = f"the GPU failed while running the job ({type(exc).__name__})"

@@ -8,6 +8,11 @@ Keys (all under the configured prefix):
   claimed first, a re-queued job gets its old place back, and the depth an autoscaler reads is one ZCARD.
 - ``jobs:running``: sorted set of the running jobs scored by their last heartbeat, so the reaper finds the
   stale ones with one range query instead of scanning every job.
+- ``jobs:all`` and ``jobs:owner:<tenant>``: sorted sets of every job (and of one tenant's) by ``created_at``,
+  for listing newest first. A finished job's hash expires after the retention; the sweeper then drops its
+  index entries and reports its id so its files are deleted.
+- ``idem:<tenant>:<key>``: the job an idempotency key created and the request's fingerprint, with a TTL.
+- ``webhooks:pending``: sorted set of the jobs with an undelivered webhook, scored by when to look next.
 
 Every transition runs as one Lua script: Redis executes scripts atomically, so the status check and the
 writes to the hash and the sets cannot interleave with another replica's, two workers never claim the same
@@ -30,9 +35,68 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from deployments.errors import JobNotFoundError, ServiceNotReadyError
-from deployments.jobs.store import Job, new_job
+from deployments.jobs.store import (
+    DEFAULT_IDEMPOTENCY_TTL_S,
+    DEFAULT_OWNER,
+    DEFAULT_RETENTION_S,
+    Idempotency,
+    IdempotencyConflict,
+    Job,
+    new_job,
+)
 
-DEFAULT_FINISHED_JOB_TTL_S = 7 * 24 * 3600
+# KEYS: job hash, unfinished index, queue, owner index, all index, idempotency key, pending webhooks.
+# ARGV: job id, created_at, record (JSON object of strings), fingerprint ('' = no key), key TTL,
+# has webhook ('1'/'0'), job key prefix. Returns the earlier entry (JSON) when the key is taken by a job that
+# still exists, else creates the job and returns false.
+_CREATE = """
+if ARGV[4] ~= '' then
+  local earlier = redis.call('GET', KEYS[6])
+  if earlier then
+    local entry = cjson.decode(earlier)
+    if redis.call('EXISTS', ARGV[7] .. entry['job_id']) == 1 then return earlier end
+  end
+  redis.call('SET', KEYS[6], cjson.encode({job_id = ARGV[1], fingerprint = ARGV[4]}), 'EX', ARGV[5])
+end
+for name, value in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', KEYS[1], name, value) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+if ARGV[6] == '1' then redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1]) end
+return false
+"""
+
+# KEYS: pending webhooks. ARGV: job key prefix, now, lease until, look again at, limit.
+# Ended jobs that are due are leased and returned; unfinished ones are looked at again later; gone ones dropped.
+_TAKE_WEBHOOKS = """
+local taken = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[5]))) do
+  local status = redis.call('HGET', ARGV[1] .. id, 'status')
+  if not status then
+    redis.call('ZREM', KEYS[1], id)
+  elseif status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(taken, id)
+  else
+    redis.call('ZADD', KEYS[1], ARGV[4], id)
+  end
+end
+return taken
+"""
+# KEYS: job hash, pending webhooks. ARGV: job id, state (JSON), next try ('' = none).
+# A deleted or expired job's hash is never re-created by a late delivery report.
+_UPDATE_WEBHOOK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'webhook', ARGV[2])
+if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
+return 1
+"""
+# How soon an unfinished job with a webhook is looked at again.
+_WEBHOOK_RECHECK_S = 1.0
 
 # KEYS: job hash, unfinished index, running set. ARGV: job id, rules (JSON), TTL, queue key prefix.
 # Rules are tried in order; the first whose "from" holds the job's status (and whose worker, if it names
@@ -204,17 +268,23 @@ class RedisJobStore:
         url: str,
         *,
         key_prefix: str = "vividflow:",
-        finished_job_ttl_s: int = DEFAULT_FINISHED_JOB_TTL_S,
+        retention_s: float = DEFAULT_RETENTION_S,
+        idempotency_ttl_s: float = DEFAULT_IDEMPOTENCY_TTL_S,
         socket_timeout_s: float = 5.0,
     ) -> None:
-        if finished_job_ttl_s <= 0:
-            raise ValueError("finished_job_ttl_s must be positive")
+        if retention_s <= 0 or idempotency_ttl_s <= 0:
+            raise ValueError("retention_s and idempotency_ttl_s must be positive")
         self.url = _redacted(url)
         self.key_prefix = key_prefix
-        self.finished_job_ttl_s = finished_job_ttl_s
+        self.retention_s = retention_s
+        # EXPIRE takes whole seconds; rounding up never expires a record early
+        self.finished_job_ttl_s = max(1, int(-(-retention_s // 1)))
+        self.idempotency_ttl_s = max(1, int(-(-idempotency_ttl_s // 1)))
         self._unfinished_key = f"{key_prefix}jobs:unfinished"
         self._running_key = f"{key_prefix}jobs:running"
         self._queue_prefix = f"{key_prefix}queue:"
+        self._all_key = f"{key_prefix}jobs:all"
+        self._webhooks_key = f"{key_prefix}webhooks:pending"
         # redis-py's default retries 10 times, so a dead server would block a request for a minute;
         # one quick retry still rides over a dropped idle connection. Connecting is lazy, so replicas
         # may start before Redis does and report it through ``ping`` (the health check).
@@ -231,12 +301,21 @@ class RedisJobStore:
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
         self._reap = self._redis.register_script(_REAP)
         self._release = self._redis.register_script(_RELEASE)
+        self._create = self._redis.register_script(_CREATE)
+        self._take_webhooks = self._redis.register_script(_TAKE_WEBHOOKS)
+        self._update_webhook = self._redis.register_script(_UPDATE_WEBHOOK)
 
     def close(self) -> None:
         self._redis.close()
 
     def _job_key(self, job_id: str) -> str:
         return f"{self.key_prefix}job:{job_id}"
+
+    def _owner_key(self, owner: str) -> str:
+        return f"{self.key_prefix}jobs:owner:{owner}"
+
+    def _idempotency_key(self, owner: str, key: str) -> str:
+        return f"{self.key_prefix}idem:{owner}:{key}"
 
     def queue_key(self, kind: str) -> str:
         """The sorted set of the queued jobs of ``kind`` (ZCARD is the queue depth, e.g. for autoscaling)."""
@@ -263,8 +342,18 @@ class RedisJobStore:
         with self._reachable():
             self._redis.ping()
 
-    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
-        job = new_job(kind, params, job_id)
+    def create(
+        self,
+        kind: str,
+        params: dict,
+        job_id: str | None = None,
+        *,
+        owner: str = DEFAULT_OWNER,
+        batch_id: str | None = None,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Job:
+        job = new_job(kind, params, job_id, owner=owner, batch_id=batch_id, webhook_url=webhook_url)
         record = {
             "id": job.id,
             "kind": job.kind,
@@ -277,16 +366,53 @@ class RedisJobStore:
             "cancel_requested": "0",
             "timings": "{}",
             "attempts": "0",
+            "owner": owner,
         }
-        # MULTI/EXEC: the hash, its index entry and its queue entry appear together (nothing is conditional, so no
-        # script is needed). Once the server has acknowledged it, every replica sees the job; surviving a Redis
-        # restart is the server's appendonly/fsync setting.
+        if batch_id is not None:
+            record["batch_id"] = batch_id
+        if job.webhook is not None:
+            record["webhook"] = json.dumps(job.webhook)
+        idempotency_key = (
+            self._idempotency_key(owner, idempotency.key) if idempotency else self._idempotency_key("", "")
+        )
+        if idempotency is not None:
+            record["idempotency_key"] = idempotency_key
+        # One script: the key check, the hash and its index and queue entries appear together. Once the server
+        # has acknowledged it, every replica sees the job; surviving a Redis restart is the server's
+        # appendonly/fsync setting.
         with self._reachable():
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hset(self._job_key(job.id), mapping=record)
-            pipe.zadd(self._unfinished_key, {job.id: job.created_at})
-            pipe.zadd(self.queue_key(job.kind), {job.id: job.created_at})
-            pipe.execute()
+            earlier = self._create(
+                keys=[
+                    self._job_key(job.id),
+                    self._unfinished_key,
+                    self.queue_key(job.kind),
+                    self._owner_key(owner),
+                    self._all_key,
+                    idempotency_key,
+                    self._webhooks_key,
+                ],
+                args=[
+                    job.id,
+                    repr(job.created_at),
+                    json.dumps(record),
+                    idempotency.fingerprint if idempotency else "",
+                    self.idempotency_ttl_s,
+                    "1" if job.webhook else "0",
+                    f"{self.key_prefix}job:",
+                ],
+            )
+        if earlier:
+            entry = json.loads(_text(earlier))
+            if entry["fingerprint"] != idempotency.fingerprint:
+                raise IdempotencyConflict(entry["job_id"])
+            replay = self.get(entry["job_id"])
+            replay.replayed = True
+            return replay
+        return job
+
+    def _expiring(self, job: Job) -> Job:
+        if job.is_final and job.finished_at is not None:
+            job.expires_at = job.finished_at + self.finished_job_ttl_s
         return job
 
     def get(self, job_id: str) -> Job:
@@ -294,7 +420,126 @@ class RedisJobStore:
             row = self._redis.hgetall(self._job_key(job_id))
         if not row:
             raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
-        return _job(row)
+        return self._expiring(_job(row))
+
+    def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        index = self._all_key if owner is None else self._owner_key(owner)
+        found: list[Job] = []
+        high = "+inf" if before is None else repr(before[0])
+        page = max(limit * 2, 50)
+        with self._reachable():
+            while len(found) < limit:
+                entries = self._redis.zrevrangebyscore(index, high, "-inf", start=0, num=page, withscores=True)
+                # ties on created_at come back by member, descending, like the SQLite store's (created_at, id)
+                entries = [(_text(member), score) for member, score in entries]
+                if before is not None:
+                    entries = [(m, sc) for m, sc in entries if (sc, m) < (before[0], before[1])]
+                if not entries:
+                    break
+                pipe = self._redis.pipeline(transaction=False)
+                for member, _ in entries:
+                    pipe.hgetall(self._job_key(member))
+                for row in pipe.execute():
+                    if not row:
+                        continue  # expired; the sweeper drops its index entry
+                    job = self._expiring(_job(row))
+                    if (status is None or job.status == status) and (kind is None or job.kind == kind):
+                        found.append(job)
+                        if len(found) == limit:
+                            break
+                last_member, last_score = entries[-1]
+                before = (last_score, last_member)
+                high = repr(last_score)
+        return found
+
+    def delete(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        with self._reachable():
+            idempotency_key = self._redis.hget(self._job_key(job_id), "idempotency_key")
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.delete(self._job_key(job_id))
+            for index in (
+                self._unfinished_key,
+                self._running_key,
+                self.queue_key(job.kind),
+                self._owner_key(job.owner),
+                self._all_key,
+                self._webhooks_key,
+            ):
+                pipe.zrem(index, job_id)
+            if idempotency_key:
+                pipe.delete(_text(idempotency_key))
+            pipe.execute()
+        return job
+
+    def sweep_expired(self, now: float | None = None) -> list[str]:
+        """Hashes expire by themselves (TTL); this drops the index entries they leave behind."""
+        now = time.time() if now is None else now
+        gone: list[str] = []
+        with self._reachable():
+            # only jobs created before the retention began can have expired
+            candidates = [
+                _text(m) for m in self._redis.zrangebyscore(self._all_key, "-inf", repr(now - self.retention_s))
+            ]
+            for start in range(0, len(candidates), 500):
+                chunk = candidates[start : start + 500]
+                pipe = self._redis.pipeline(transaction=False)
+                for member in chunk:
+                    pipe.hget(self._job_key(member), "owner")
+                owners = pipe.execute()
+                expired = [member for member, owner in zip(chunk, owners, strict=True) if owner is None]
+                if not expired:
+                    continue
+                # The owner is gone with the hash: the owner sets are cleaned by scanning them.
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.zrem(self._all_key, *expired)
+                pipe.zrem(self._webhooks_key, *expired)
+                pipe.execute()
+                gone += expired
+            if gone:
+                for owner_key in self._redis.scan_iter(match=f"{self.key_prefix}jobs:owner:*", count=100):
+                    self._redis.zrem(owner_key, *gone)
+        return gone
+
+    def existing(self, job_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        with self._reachable():
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                pipe = self._redis.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.exists(self._job_key(job_id))
+                found.update(job_id for job_id, hit in zip(chunk, pipe.execute(), strict=True) if hit)
+        return found
+
+    def take_due_webhooks(self, now: float, lease_s: float, limit: int = 20) -> list[Job]:
+        with self._reachable():
+            taken = self._take_webhooks(
+                keys=[self._webhooks_key],
+                args=[f"{self.key_prefix}job:", repr(now), repr(now + lease_s), repr(now + _WEBHOOK_RECHECK_S), limit],
+            )
+        jobs = []
+        for job_id in taken:
+            try:
+                jobs.append(self.get(_text(job_id)))
+            except JobNotFoundError:
+                continue
+        return jobs
+
+    def update_webhook(self, job_id: str, state: dict, due_at: float | None) -> None:
+        with self._reachable():
+            self._update_webhook(
+                keys=[self._job_key(job_id), self._webhooks_key],
+                args=[job_id, json.dumps(state), "" if due_at is None else repr(due_at)],
+            )
 
     def claim_next(self, kind: str, worker: str) -> Job | None:
         with self._reachable():
@@ -424,6 +669,9 @@ def _job(row: dict[str, str]) -> Job:
         timings=json.loads(row["timings"]),
         attempts=int(row.get("attempts", "0")),  # hashes written before the queue have no attempts field
         heartbeat_at=float(row["heartbeat_at"]) if "heartbeat_at" in row else None,
+        owner=row.get("owner", DEFAULT_OWNER),
+        batch_id=row.get("batch_id"),
+        webhook=json.loads(row["webhook"]) if "webhook" in row else None,
     )
 
 

@@ -16,7 +16,16 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from deployments.errors import JobNotFoundError
-from deployments.jobs.store import Job, new_job
+from deployments.jobs.store import (
+    DEFAULT_IDEMPOTENCY_TTL_S,
+    DEFAULT_OWNER,
+    DEFAULT_RETENTION_S,
+    FINAL_STATUSES,
+    Idempotency,
+    IdempotencyConflict,
+    Job,
+    new_job,
+)
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -39,18 +48,53 @@ CREATE TABLE IF NOT EXISTS jobs (
     heartbeat_at REAL
 )
 """
-# Serves claim_next (oldest queued of a kind), queue_depth and the reaper's scan of running jobs.
-_QUEUE_INDEX = "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, kind, created_at)"
+_IDEMPOTENCY_TABLE = """
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (owner, key)
+)
+"""
+_INDEXES = (
+    # claim_next (oldest queued of a kind), queue_depth and the reaper's scan of running jobs
+    "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, kind, created_at)",
+    # GET /v1/jobs: one owner's jobs, newest first
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
+    # the sweeper: ended jobs by age
+    "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)",
+    # the webhook deliverer: jobs with a delivery due
+    "CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs (webhook_due)",
+)
+_FINAL = "('succeeded', 'failed', 'cancelled')"
+assert set(_FINAL.strip("()").replace("'", "").split(", ")) == FINAL_STATUSES
 
 # Columns added after files were already in use, with the DDL that adds them to such a file.
 _ADDED_COLUMNS = {
     "attempts": "ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
     "heartbeat_at": "ALTER TABLE jobs ADD COLUMN heartbeat_at REAL",
+    "owner": f"ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '{DEFAULT_OWNER}'",
+    "batch_id": "ALTER TABLE jobs ADD COLUMN batch_id TEXT",
+    "webhook": "ALTER TABLE jobs ADD COLUMN webhook TEXT",
+    "webhook_due": "ALTER TABLE jobs ADD COLUMN webhook_due REAL",
+    "idempotency_key": "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
 }
 
 
 class SQLiteJobStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        idempotency_ttl_s: float = DEFAULT_IDEMPOTENCY_TTL_S,
+    ) -> None:
+        if retention_s <= 0 or idempotency_ttl_s <= 0:
+            raise ValueError("retention_s and idempotency_ttl_s must be positive")
+        self.retention_s = retention_s
+        self.idempotency_ttl_s = idempotency_ttl_s
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
@@ -69,7 +113,9 @@ class SQLiteJobStore:
                     "UPDATE jobs SET heartbeat_at = COALESCE(started_at, created_at), attempts = 1 "
                     "WHERE status = 'running'"
                 )
-            db.execute(_QUEUE_INDEX)
+            db.execute(_IDEMPOTENCY_TABLE)
+            for index in _INDEXES:
+                db.execute(index)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -96,12 +142,61 @@ class SQLiteJobStore:
         with closing(self._connect()) as db:
             db.execute("SELECT 1").fetchone()
 
-    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
-        job = new_job(kind, params, job_id)
-        self._execute(
-            "INSERT INTO jobs (id, kind, status, created_at, params) VALUES (?, ?, ?, ?, ?)",
-            (job.id, job.kind, job.status, job.created_at, json.dumps(params)),
-        )
+    def create(
+        self,
+        kind: str,
+        params: dict,
+        job_id: str | None = None,
+        *,
+        owner: str = DEFAULT_OWNER,
+        batch_id: str | None = None,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Job:
+        job = new_job(kind, params, job_id, owner=owner, batch_id=batch_id, webhook_url=webhook_url)
+        with self._transaction() as db:
+            if idempotency is not None:
+                earlier = db.execute(
+                    "SELECT k.fingerprint, k.job_id FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id "
+                    "WHERE k.owner = ? AND k.key = ? AND k.created_at >= ?",
+                    (owner, idempotency.key, job.created_at - self.idempotency_ttl_s),
+                ).fetchone()
+                if earlier is not None:
+                    if earlier["fingerprint"] != idempotency.fingerprint:
+                        raise IdempotencyConflict(earlier["job_id"])
+                    replay = self._expiring(
+                        _job(db.execute("SELECT * FROM jobs WHERE id = ?", (earlier["job_id"],)).fetchone())
+                    )
+                    replay.replayed = True
+                    return replay
+                # An expired key, or one whose job was deleted, is free again.
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys (owner, key, fingerprint, job_id, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (owner, idempotency.key, idempotency.fingerprint, job.id, job.created_at),
+                )
+            db.execute(
+                "INSERT INTO jobs (id, kind, status, created_at, params, owner, batch_id, webhook, webhook_due, "
+                "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.kind,
+                    job.status,
+                    job.created_at,
+                    json.dumps(params),
+                    owner,
+                    batch_id,
+                    json.dumps(job.webhook) if job.webhook else None,
+                    # due from the start: the deliverer only takes it once it has ended
+                    job.created_at if job.webhook else None,
+                    idempotency.key if idempotency else None,
+                ),
+            )
+        return job
+
+    def _expiring(self, job: Job) -> Job:
+        if job.is_final and job.finished_at is not None:
+            job.expires_at = job.finished_at + self.retention_s
         return job
 
     def get(self, job_id: str) -> Job:
@@ -109,7 +204,79 @@ class SQLiteJobStore:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
+        return self._expiring(_job(row))
+
+    def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        clauses, args = [], []
+        for column, value in (("owner", owner), ("status", status), ("kind", kind)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if before is not None:
+            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
+            args += [before[0], before[0], before[1]]
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with closing(self._connect()) as db:
+            rows = db.execute(
+                f"SELECT * FROM jobs {where} ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit)
+            ).fetchall()
+        return [self._expiring(_job(row)) for row in rows]
+
+    def delete(self, job_id: str) -> Job:
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE job_id = ?", (job_id,))
         return _job(row)
+
+    def sweep_expired(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            # A job whose webhook is still being delivered is kept until that ends.
+            expired = [
+                row["id"]
+                for row in db.execute(
+                    f"SELECT id FROM jobs WHERE status IN {_FINAL} AND finished_at < ? AND webhook_due IS NULL",
+                    (now - self.retention_s,),
+                )
+            ]
+            db.executemany("DELETE FROM jobs WHERE id = ?", [(job_id,) for job_id in expired])
+            db.execute(
+                "DELETE FROM idempotency_keys WHERE created_at < ? OR job_id NOT IN (SELECT id FROM jobs)",
+                (now - self.idempotency_ttl_s,),
+            )
+        return expired
+
+    def existing(self, job_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        with closing(self._connect()) as db:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(row[0] for row in db.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk))
+        return found
+
+    def take_due_webhooks(self, now: float, lease_s: float, limit: int = 20) -> list[Job]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE webhook_due <= ? AND status IN {_FINAL} ORDER BY webhook_due LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            db.executemany("UPDATE jobs SET webhook_due = ? WHERE id = ?", [(now + lease_s, row["id"]) for row in rows])
+        return [self._expiring(_job(row)) for row in rows]
+
+    def update_webhook(self, job_id: str, state: dict, due_at: float | None) -> None:
+        self._execute("UPDATE jobs SET webhook = ?, webhook_due = ? WHERE id = ?", (json.dumps(state), due_at, job_id))
 
     def claim_next(self, kind: str, worker: str) -> Job | None:
         now = time.time()
@@ -298,4 +465,7 @@ def _job(row: sqlite3.Row) -> Job:
         timings=json.loads(row["timings"]),
         attempts=row["attempts"],
         heartbeat_at=row["heartbeat_at"],
+        owner=row["owner"],
+        batch_id=row["batch_id"],
+        webhook=json.loads(row["webhook"]) if row["webhook"] else None,
     )

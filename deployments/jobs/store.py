@@ -8,6 +8,11 @@ oldest queued job of their kind (``claim_next``), heartbeat while it runs, and a
 worker stopped heartbeating back to the queue (or fails them after too many attempts). Because a reaped
 job may be claimed again by another worker, a worker's writes can be fenced with its name (``worker=``):
 the old worker of a reassigned job can then no longer report progress for it or finish it.
+
+Records carry their owner (the tenant that submitted them) and are kept for ``retention_s`` after they end;
+``sweep_expired`` removes older ones so their files can be deleted too. A submission may carry an
+idempotency key: the same key (per owner) returns the job it created before instead of a new one. A job
+with a webhook stays on the store's delivery list until its final state has been delivered or given up on.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 JobKind = Literal["video", "background"]
+DEFAULT_OWNER = "local"  # the one implicit tenant when authentication is off
+DEFAULT_RETENTION_S = 7 * 24 * 3600
+DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -44,6 +52,11 @@ class Job:
     timings: dict = field(default_factory=dict)
     attempts: int = 0  # how many times a worker claimed it; bounds the retries after lost workers
     heartbeat_at: float | None = None
+    owner: str = DEFAULT_OWNER
+    batch_id: str | None = None
+    webhook: dict | None = None  # {"url", "status", "attempts", ...}: the delivery of the final state
+    expires_at: float | None = None  # derived by the store: finished_at + its retention
+    replayed: bool = False  # derived: create() returned the job an earlier request with this key created
 
     @property
     def is_final(self) -> bool:
@@ -67,33 +80,137 @@ class Job:
             "progress": round(self.progress, 4),
             "step": self.step,
             "total_steps": self.total_steps,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": iso_utc(self.created_at),
+            "started_at": iso_utc(self.started_at),
+            "finished_at": iso_utc(self.finished_at),
             "params": self.params,
             "error": self.error,
             "result": result,
             "cancel_requested": self.cancel_requested,
             "attempts": self.attempts,
             "timings_s": self.timings,
+            "owner": self.owner,
+            "batch_id": self.batch_id,
+            "expires_at": iso_utc(self.expires_at),
+            "webhook": _public_webhook(self.webhook),
         }
 
 
-def _iso(timestamp: float | None) -> str | None:
+def _public_webhook(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    keys = ("url", "status", "attempts", "last_attempt_at", "last_status_code", "last_error", "delivered_at", "id")
+    return {key: state.get(key) for key in keys}
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the fingerprint of the request that carried it."""
+
+    key: str
+    fingerprint: str
+
+
+def webhook_state(url: str) -> dict:
+    """The delivery record of a new job's webhook: pending until its final state has been delivered."""
+    return {
+        "url": url,
+        "status": "pending",
+        "attempts": 0,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_error": None,
+        "delivered_at": None,
+        "id": None,
+    }
+
+
+def iso_utc(timestamp: float | None) -> str | None:
+    """The contract's time format: ISO 8601 in UTC with milliseconds and a `Z`."""
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def new_job(kind: str, params: dict, job_id: str | None = None) -> Job:
+def new_job(
+    kind: str,
+    params: dict,
+    job_id: str | None = None,
+    *,
+    owner: str = DEFAULT_OWNER,
+    batch_id: str | None = None,
+    webhook_url: str | None = None,
+) -> Job:
     if job_id is not None and not _JOB_ID.match(job_id):
         raise ValueError(f"job ids are 32 lowercase hex characters, got {job_id!r}")
-    return Job(id=job_id or uuid.uuid4().hex, kind=kind, status="queued", created_at=time.time(), params=params)
+    return Job(
+        id=job_id or uuid.uuid4().hex,
+        kind=kind,
+        status="queued",
+        created_at=time.time(),
+        params=params,
+        owner=owner,
+        batch_id=batch_id,
+        webhook=webhook_state(webhook_url) if webhook_url else None,
+    )
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before, by this owner, for a different request (``job_id`` is the earlier job)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
 
 
 class JobStore(Protocol):
-    def create(self, kind: str, params: dict, job_id: str | None = None) -> Job:
-        """Persist a new queued job and return it (durable before this returns)."""
+    def create(
+        self,
+        kind: str,
+        params: dict,
+        job_id: str | None = None,
+        *,
+        owner: str = DEFAULT_OWNER,
+        batch_id: str | None = None,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> Job:
+        """Persist a new queued job and return it (durable before this returns).
+
+        With ``idempotency``: if ``owner`` used the key before and that job still exists, nothing is created:
+        the earlier job is returned with ``replayed`` set, or ``IdempotencyConflict`` is raised when the
+        fingerprints differ. Checking and creating are one atomic step, so racing requests create one job.
+        """
+
+    def list_jobs(
+        self,
+        owner: str | None,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        before: tuple[float, str] | None = None,
+    ) -> list[Job]:
+        """Jobs of ``owner`` (None: everyone's), newest first, strictly older than ``before``
+        (``(created_at, id)`` of the last job of the previous page)."""
+
+    def delete(self, job_id: str) -> Job:
+        """Remove the record (and its idempotency key) and return what it was; ``JobNotFoundError`` if absent.
+        Fenced writes of a worker still running it then find nothing and stop."""
+
+    def sweep_expired(self, now: float | None = None) -> list[str]:
+        """Forget ended jobs older than the retention and stale idempotency keys; the ids of the jobs removed
+        (or found expired), so their files can be deleted."""
+
+    def existing(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` have a record (the sweeper deletes files of the others)."""
+
+    def take_due_webhooks(self, now: float, lease_s: float, limit: int = 20) -> list[Job]:
+        """Ended jobs whose webhook delivery is due; each is leased for ``lease_s`` so that two deliverers do
+        not post it at the same moment (delivery is still at-least-once)."""
+
+    def update_webhook(self, job_id: str, state: dict, due_at: float | None) -> None:
+        """Record a delivery attempt; ``due_at`` is the next try, None once delivered or given up."""
 
     def get(self, job_id: str) -> Job:
         """Return the job or raise ``JobNotFoundError``."""
