@@ -10,6 +10,7 @@ from deployments.image_analyzer import ImageAnalyzerDeployment
 from deployments.ingress import Ingress
 from deployments.prompt_expander import PromptExpanderDeployment
 from deployments.segmenter import SegmenterDeployment
+from deployments.video_editor import VideoEditor
 from deployments.video_generator import VideoGenerator
 
 
@@ -80,5 +81,19 @@ def build_application(config: AppConfig) -> serve.Application:
             job_kind="background",
             store=store,
         ).bind(config.background_generator, store, queue, segmenter, analyzer)
+    if config.video_editor is not None:
+        workers["edit"] = _deployment(
+            VideoEditor, "VideoEditor", config.video_editor.deployment, job_kind="edit", store=store
+        ).bind(config.video_editor, store, queue, segmenter, edits=config.edits)
     ingress = _deployment(Ingress, "Ingress", config.ingress.deployment)
-    return ingress.bind(config.ingress, store, queue, workers, expander, analyzer, segmenter)
+    return ingress.bind(
+        config.ingress,
+        store,
+        queue,
+        workers,
+        expander,
+        analyzer,
+        segmenter,
+        video_model=config.video_generator.model,
+        edits=config.edits,
+    )

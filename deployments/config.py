@@ -11,8 +11,9 @@ from pipelines.background.clip_analysis import AnalyzerConfig
 from pipelines.background.sdxl import BackgroundModelConfig
 from pipelines.background.segmentation.chain import SegmentationConfig
 from pipelines.common.config import StrictModel
+from pipelines.edit.config import EditLimits, EditModelConfig
 from pipelines.prompts.expansion import ExpanderConfig
-from pipelines.video.config import VideoModelConfig
+from pipelines.video.config import VideoLimits, VideoModelConfig
 
 
 class JobStoreConfig(StrictModel):
@@ -137,6 +138,14 @@ class VideoGeneratorConfig(StrictModel):
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=1.0, max_ongoing_requests=1)
 
 
+class VideoEditorConfig(StrictModel):
+    """The `VideoEditor` deployment: text-driven edits of uploaded videos with Wan VACE (`edit` jobs)."""
+
+    model: EditModelConfig
+    export: ExportConfig = ExportConfig()
+    deployment: DeploymentOptions = DeploymentOptions(num_gpus=1.0, max_ongoing_requests=1)
+
+
 class PromptExpanderConfig(StrictModel):
     model: ExpanderConfig
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.2, max_ongoing_requests=4)
@@ -190,6 +199,49 @@ class WebhookConfig(StrictModel):
     poll_interval_s: float = Field(default=1.0, gt=0, le=60, description="How often the ingress looks for due ones.")
 
 
+class AuthConfig(StrictModel):
+    """Who may call the API (DESIGN §7). Keys are stored as SHA-256 hashes only; they never reach logs."""
+
+    mode: Literal["off", "api_keys"] = Field(
+        default="off", description="`off`: one implicit tenant `local`; `api_keys`: `Authorization: Bearer <key>`."
+    )
+    keys_file: str | None = Field(
+        default=None,
+        description="`api_keys` mode: a YAML list of `{tenant, key_sha256, role: user|admin}` (a mounted "
+        "Kubernetes Secret in clusters). Re-read when it changes, so keys rotate without a restart.",
+    )
+    metrics: Literal["public", "admin"] = Field(default="admin", description="Who may read `/metrics`.")
+    docs: Literal["public", "admin"] = Field(default="public", description="Who may read `/docs` and `/openapi.json`.")
+
+    @model_validator(mode="after")
+    def _keys_file_needed(self) -> AuthConfig:
+        if self.mode == "api_keys" and not self.keys_file:
+            raise ValueError("auth.mode api_keys needs auth.keys_file")
+        return self
+
+
+class TenantLimits(StrictModel):
+    max_queued_jobs: int = Field(
+        default=50, ge=1, description="Queued jobs one tenant may have at once (all kinds); beyond it 429."
+    )
+    requests_per_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Sustained requests per second per tenant (a token bucket shared by every "
+        "ingress replica through the job store); beyond it 429 with Retry-After.",
+    )
+    burst: int = Field(default=40, ge=1, description="Requests a tenant may make at once before the rate applies.")
+    max_event_streams: int = Field(default=8, ge=1, description="Open `/events` streams per tenant.")
+
+
+class CorsConfig(StrictModel):
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host[:port]) whose pages may call the API from a browser. Empty: no "
+        "CORS headers at all, so pages on other sites cannot read answers (the default).",
+    )
+
+
 class IngressConfig(StrictModel):
     max_upload_mb: float = Field(default=50.0, gt=0, le=200)
     max_image_megapixels: float = Field(default=40.0, gt=0, le=100)
@@ -197,7 +249,23 @@ class IngressConfig(StrictModel):
         default=15.0, gt=0, description="After this, a video job keeps the original prompt."
     )
     webhooks: WebhookConfig = WebhookConfig()
+    videos: VideoLimits = Field(default=VideoLimits(), description="Limits on the videos `POST /v1/videos` accepts.")
+    auth: AuthConfig = AuthConfig()
+    limits: TenantLimits = Field(default_factory=TenantLimits, description="Per tenant, unless overridden below.")
+    tenant_limits: dict[str, TenantLimits] = Field(
+        default_factory=dict, description="Per-tenant overrides of `limits`, by tenant id."
+    )
+    cors: CorsConfig = CorsConfig()
+    event_stream_max_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="An `/events` stream ends after this long with a `retry:` hint; clients "
+        "reconnect (EventSource does so by itself).",
+    )
     deployment: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=100)
+
+    def limits_for(self, tenant: str) -> TenantLimits:
+        return self.tenant_limits.get(tenant, self.limits)
 
 
 class AppConfig(StrictModel):
@@ -217,11 +285,17 @@ class AppConfig(StrictModel):
     background_generator: BackgroundGeneratorConfig | None = Field(
         default=None, description="Optional: without it, `POST /v1/backgrounds` answers 503."
     )
+    video_editor: VideoEditorConfig | None = Field(
+        default=None, description="Optional: without it, `POST /v1/edits` answers 503."
+    )
+    edits: EditLimits = Field(default=EditLimits(), description="Limits on the videos `POST /v1/edits` accepts.")
 
     @model_validator(mode="after")
     def _backgrounds_need_segmentation(self) -> AppConfig:
         if self.background_generator is not None and self.segmenter is None:
             raise ValueError("background_generator needs a segmenter section (the subject matte comes from it)")
+        if self.video_editor is not None and self.segmenter is None:
+            raise ValueError("video_editor needs a segmenter section (mode=replace masks come from it)")
         return self
 
     def with_absolute_paths(self, base: Path) -> AppConfig:
@@ -238,11 +312,13 @@ class AppConfig(StrictModel):
                 "path": absolute(model.path),
                 "experts_path": absolute(model.experts_path),
                 "lora": model.lora.model_copy(update={"path": absolute(model.lora.path)}) if model.lora else None,
+                "loras": model.loras.model_copy(update={"path": absolute(model.loras.path)}) if model.loras else None,
             }
         )
         webhooks = self.ingress.webhooks
         webhooks = webhooks.model_copy(update={"signing_secret_file": absolute(webhooks.signing_secret_file)})
-        ingress = self.ingress.model_copy(update={"webhooks": webhooks})
+        auth = self.ingress.auth.model_copy(update={"keys_file": absolute(self.ingress.auth.keys_file)})
+        ingress = self.ingress.model_copy(update={"webhooks": webhooks, "auth": auth})
         store = self.job_store.model_copy(
             update={
                 "sqlite_path": absolute(self.job_store.sqlite_path),
@@ -267,6 +343,18 @@ class AppConfig(StrictModel):
         if background is not None:
             background_model = background.model.model_copy(update={"path": absolute(background.model.path)})
             background = background.model_copy(update={"model": background_model})
+        editor = self.video_editor
+        if editor is not None:
+            edit_model = editor.model.model_copy(
+                update={
+                    "path": absolute(editor.model.path),
+                    "experts_path": absolute(editor.model.experts_path),
+                    "lora": editor.model.lora.model_copy(update={"path": absolute(editor.model.lora.path)})
+                    if editor.model.lora
+                    else None,
+                }
+            )
+            editor = editor.model_copy(update={"model": edit_model})
         segmenter = self.segmenter
         if segmenter is not None:
             segmenter = segmenter.model_copy(update={"model": segmenter.model.with_absolute_paths(absolute)})
@@ -278,6 +366,7 @@ class AppConfig(StrictModel):
                 "prompt_expander": expander,
                 "image_analyzer": analyzer,
                 "background_generator": background,
+                "video_editor": editor,
                 "segmenter": segmenter,
             }
         )

@@ -43,3 +43,15 @@ class IdempotencyKeyReusedError(VividFlowError):
     """An ``Idempotency-Key`` came back with a different request than the one it was first used for."""
 
     kind = "idempotency_conflict"
+
+
+class AuthenticationError(VividFlowError):
+    """No API key, or one this service does not know (401 with ``WWW-Authenticate: Bearer``)."""
+
+    kind = "unauthenticated"
+
+
+class ForbiddenError(VividFlowError):
+    """A valid key whose role may not do this (an admin-only route)."""
+
+    kind = "forbidden"

@@ -10,10 +10,12 @@ import logging
 
 from ray import serve
 
-from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig
+from deployments.config import EditLimits, IngressConfig, JobQueueConfig, JobStoreConfig
 from deployments.http.api import create_api
+from deployments.http.lora_routes import lora_catalog_for
 from deployments.http.services import ApiServices
 from deployments.jobs.connect import open_job_store, open_results
+from pipelines.video.config import VideoModelConfig
 
 
 @serve.ingress()
@@ -27,6 +29,8 @@ class Ingress:
         prompt_expander=None,
         image_analyzer=None,
         segmenter=None,
+        video_model: VideoModelConfig | None = None,
+        edits: EditLimits | None = None,
     ) -> None:
         logging.basicConfig(level=logging.INFO)
         self.workers = workers  # {"video": handle, "background": handle}
@@ -55,6 +59,8 @@ class Ingress:
             expand_prompt=expand,
             analyze_image=analyze,
             mask_subject=mask,
+            loras=lora_catalog_for(video_model),  # the same library the video replicas read
+            edits=edits or EditLimits(),
         )
 
     def __serve_build_asgi_app__(self):

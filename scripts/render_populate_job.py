@@ -62,8 +62,18 @@ class Download:
     exclude: tuple[str, ...] = ()
     url: str | None = None  # a single file (`fetch`), with its MD5
     md5: str | None = None
+    revision: str | None = None  # the Hub commit to fetch (`--revision`), for pinned community repositories
+    # a folder the project fills itself (the motion LoRA library): created with this file when it is missing
+    init_text: str | None = None
 
     def command(self) -> str:
+        if self.init_text is not None:
+            target = f"{self.local_dir}/{self.markers[0]}"
+            text = self.init_text.replace("\n", "\\n")  # one script line: printf writes the newlines
+            return (
+                f"mkdir -p {shlex.quote(self.local_dir)} && {{ test -s {shlex.quote(target)} || "
+                f"printf {shlex.quote(text)} > {shlex.quote(target)}; }}"
+            )
         if self.url:
             return shlex.join(["fetch", self.url, self.md5, f"{self.local_dir}/{self.markers[0]}"])
         words = ["hf", "download", self.repo, *self.files]
@@ -71,6 +81,8 @@ class Download:
             words += ["--include", pattern]
         for pattern in self.exclude:
             words += ["--exclude", pattern]
+        if self.revision:
+            words += ["--revision", self.revision]
         return shlex.join([*words, "--local-dir", self.local_dir])
 
 
@@ -110,6 +122,17 @@ def downloads(config: AppConfig) -> list[Download]:
                 ("transformer/config.json", "transformer_2/config.json"),
                 repo=hub_repo(video.experts_path, "video_generator.model.experts_path"),
                 include=experts,
+            )
+        )
+    if video.loras is not None:
+        # The motion LoRA library is filled by operators (a file plus a manifest entry, see
+        # pipelines/video/lora_library.py); the Job only makes sure the folder and an empty manifest exist.
+        found.append(
+            Download(
+                "video_generator.model.loras.path",
+                video.loras.path,
+                (video.loras.manifest,),
+                init_text="loras: []\n",
             )
         )
     if video.lora is not None:
@@ -171,6 +194,50 @@ def downloads(config: AppConfig) -> list[Download]:
                 repo=hub_repo(model.path, "background_generator.model.path"),
                 # the diffusers folders in that variant only, not the single-file and ONNX copies beside them
                 include=("model_index.json", "*/config.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*", weights),
+            )
+        )
+    found += _editor_downloads(config)
+    return found
+
+
+def _editor_downloads(config: AppConfig) -> list[Download]:
+    """The VACE pipeline (both experts, unless experts_path) and its 4-step LoRA file."""
+    if config.video_editor is None:
+        return []
+    model = config.video_editor.model
+    if model.tiny_model:
+        raise ValueError("video_editor.model.tiny_model: tiny models are built by pipelines.tiny, not downloaded")
+    experts = ("transformer/*", "transformer_2/*")
+    found = [
+        Download(
+            "video_editor.model.path",
+            model.path,
+            ("model_index.json", "transformer/config.json"),
+            repo=hub_repo(model.path, "video_editor.model.path"),
+            exclude=experts if model.experts_path else (),
+            revision=model.revision,
+        )
+    ]
+    if model.experts_path:
+        found.append(
+            Download(
+                "video_editor.model.experts_path",
+                model.experts_path,
+                ("transformer/config.json",),
+                repo=hub_repo(model.experts_path, "video_editor.model.experts_path"),
+                include=experts,
+            )
+        )
+    if model.lora is not None:
+        if not model.lora.weight_name:
+            raise ValueError("video_editor.model.lora: set weight_name, the one file to fetch from the repository")
+        found.append(
+            Download(
+                "video_editor.model.lora.path",
+                model.lora.path,
+                (model.lora.weight_name,),
+                repo=hub_repo(model.lora.path, "video_editor.model.lora.path"),
+                files=(model.lora.weight_name,),
             )
         )
     return found

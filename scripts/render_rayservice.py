@@ -105,6 +105,7 @@ spec:
                 - {name: dshm, mountPath: /dev/shm}
                 - {name: models, mountPath: /models, readOnly: true}
                 - {name: results, mountPath: /data/vividflow}
+                - {name: secrets, mountPath: /etc/vividflow/secrets, readOnly: true}
           volumes:
             - name: dshm
               emptyDir: {medium: Memory, sizeLimit: 4Gi}
@@ -112,6 +113,9 @@ spec:
               persistentVolumeClaim: {claimName: vividflow-models, readOnly: true}
             - name: results
               persistentVolumeClaim: {claimName: vividflow-results}
+            # API keys (hashes) and the webhook signing secret: k8s/secrets.yaml says how to create it
+            - name: secrets
+              secret: {secretName: vividflow-secrets, defaultMode: 0440}
     workerGroupSpecs:
       - groupName: gpu
         # One warm GPU worker: a cold start loads and fuses 2 x 14B experts, which takes minutes.
@@ -154,6 +158,7 @@ spec:
                   - {name: dshm, mountPath: /dev/shm}
                   - {name: models, mountPath: /models, readOnly: true}
                   - {name: results, mountPath: /data/vividflow}
+                  - {name: secrets, mountPath: /etc/vividflow/secrets, readOnly: true}
             volumes:
               - name: dshm
                 emptyDir: {medium: Memory, sizeLimit: 16Gi}
@@ -161,6 +166,8 @@ spec:
                 persistentVolumeClaim: {claimName: vividflow-models, readOnly: true}
               - name: results
                 persistentVolumeClaim: {claimName: vividflow-results}
+              - name: secrets
+                secret: {secretName: vividflow-secrets, defaultMode: 0440}
 """
 
 

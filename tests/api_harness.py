@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from deployments.config import IngressConfig, JobQueueConfig, JobStoreConfig, VideoGeneratorConfig, WebhookConfig
 from deployments.http.api import create_api
+from deployments.http.lora_routes import lora_catalog_for
 from deployments.http.services import ApiServices
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.sqlite_store import SQLiteJobStore
@@ -29,6 +30,7 @@ def api_client(
     expand_prompt=None,
     analyze_image=None,
     backgrounds=None,
+    editor=None,
     queue: JobQueueConfig = TEST_QUEUE,
     start_video_worker: bool = True,
     **ingress_settings,
@@ -55,6 +57,12 @@ def api_client(
             cleanup.callback(generator.worker.stop, 120)
             kinds.add("background")
             mask_subject = segmenter.mask
+        if editor is not None:  # a callable (store, store_config, results, queue) -> VideoEditor
+            video_editor = editor(store, store_config, results, queue)
+            cleanup.callback(video_editor.worker.stop, 120)
+            kinds.add("edit")
+            if mask_subject is None and video_editor.segmenter is not None:
+                mask_subject = video_editor.segmenter.mask
         services = ApiServices(
             store=store,
             results=results,
@@ -64,6 +72,7 @@ def api_client(
             expand_prompt=expand_prompt,
             analyze_image=analyze_image,
             mask_subject=mask_subject,
+            loras=lora_catalog_for(model_config),  # as the Ingress builds it
             resolve_host=offline_resolve,
         )
         client = cleanup.enter_context(TestClient(create_api(services), raise_server_exceptions=False))

@@ -138,7 +138,7 @@ BAD_REQUESTS = {
     "40+ megapixels": (413, {"image": ("a.png", _png_header_only(8000, 6000))}, {}, "megapixels"),
     "empty upload": (400, {"image": ("a.png", b"")}, {}, "empty"),
     "missing image": (400, {}, {"duration_s": "1"}, "missing"),
-    "duration too long": (400, {"image": ("a.jpg", PHOTO)}, {"duration_s": "9"}, "duration_s"),
+    "duration too long": (400, {"image": ("a.jpg", PHOTO)}, {"duration_s": "31"}, "duration_s"),
     "too few steps": (400, {"image": ("a.jpg", PHOTO)}, {"steps": "2"}, "steps"),
     "non-numeric steps": (400, {"image": ("a.jpg", PHOTO)}, {"steps": "many"}, "whole number"),
     "nan guidance": (400, {"image": ("a.jpg", PHOTO)}, {"guidance_scale": "nan"}, "finite"),

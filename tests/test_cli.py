@@ -262,3 +262,17 @@ def test_the_cli_bounds_are_the_apis(app_client):
 def test_the_console_script_is_installed():
     (script,) = entry_points(group="console_scripts", name="vividflow")
     assert script.value == "vividflow.cli:app"
+
+
+def test_jobs_list_and_delete(cli, photo, tmp_path):
+    submitted = cli("video", photo, "-d", "0.5", "--no-wait", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = json.loads(submitted.stdout)["job"]["id"]
+    listed = cli("jobs", "list", "--json")
+    assert listed.exit_code == 0 and [job["id"] for job in json.loads(listed.stdout)] == [job_id]
+    table = cli("jobs", "list", "--all")
+    assert job_id in table.stdout
+    deleted = cli("jobs", "delete", job_id)
+    assert deleted.exit_code == 0 and "deleted" in deleted.stdout
+    assert cli("jobs", "show", job_id).exit_code == 1
+    assert json.loads(cli("jobs", "list", "--json").stdout) == []

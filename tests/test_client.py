@@ -440,19 +440,45 @@ def test_connection_errors_are_retried_with_exponential_backoff():
     assert gaps[0] >= 0.02 and gaps[1] >= 0.04
 
 
-def test_a_submission_that_may_have_arrived_is_not_resent():
+def test_a_submission_that_may_have_arrived_is_resent_with_its_key():
     broken = httpx.ReadError("connection reset by peer")
     server = ScriptedServer({"POST /v1/videos": [broken, httpx.Response(202, json=job_json())]})
-    client = Client(BASE, transport=httpx.MockTransport(server), retry=FAST)
-    with client, pytest.raises(ConnectionFailedError, match="connection reset"):
-        client.submit_video(PHOTO)
-    assert len(server.requests) == 1  # resending could create a second job while the server ignores the key
-    server = ScriptedServer({"POST /v1/videos": [broken, httpx.Response(202, json=job_json())]})
-    resend = RetryPolicy(backoff_initial_s=0.001, jitter=0.0, resend_submits=True)
-    with Client(BASE, transport=httpx.MockTransport(server), retry=resend) as client:
+    with Client(BASE, transport=httpx.MockTransport(server), retry=FAST) as client:
         assert client.submit_video(PHOTO).status == "queued"
     assert len(server.requests) == 2
     assert server.requests[0].headers["Idempotency-Key"] == server.requests[1].headers["Idempotency-Key"]
+    # for servers that predate Idempotency-Key, resending can be turned off
+    server = ScriptedServer({"POST /v1/videos": [broken, httpx.Response(202, json=job_json())]})
+    cautious = RetryPolicy(backoff_initial_s=0.001, jitter=0.0, resend_submits=False)
+    client = Client(BASE, transport=httpx.MockTransport(server), retry=cautious)
+    with client, pytest.raises(ConnectionFailedError, match="connection reset"):
+        client.submit_video(PHOTO)
+    assert len(server.requests) == 1
+
+
+class LosesFirstAnswer(InProcessTransport):
+    """Delivers the first submission to the real app, then drops its answer, as a broken connection would."""
+
+    def __init__(self, app_client) -> None:
+        super().__init__(app_client)
+        self.dropped = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.method == "POST" and not self.dropped:
+            self.dropped = True
+            response.read()
+            raise httpx.ReadError("connection reset after the server answered")
+        return response
+
+
+def test_a_lost_answer_to_a_submission_never_makes_a_second_job(app_client):
+    transport = LosesFirstAnswer(app_client)
+    with Client(BASE, transport=transport, retry=FAST) as client:
+        job = client.submit_video(PHOTO, duration_s=0.5)
+        posts = [request for request in transport.requests if request.method == "POST"]
+        assert len(posts) == 2 and posts[0].headers["Idempotency-Key"] == posts[1].headers["Idempotency-Key"]
+        assert [listed.id for listed in client.list_jobs().jobs] == [job.id]
 
 
 def test_an_unreachable_service_raises_after_the_retries():
@@ -600,3 +626,18 @@ def test_event_parser_follows_the_event_stream_rules():
     assert len(events) == 1
     assert (events[0].name, events[0].data, events[0].id) == ("progress", '{"a":\n1}', "7")
     assert parser.feed("data: plain") is None and parser.feed("").name == "message"
+
+
+def test_list_pages_and_delete(client):
+    ids = [client.submit_video(PHOTO, duration_s=0.5, seed=seed).id for seed in range(3)]
+    first = client.list_jobs(limit=2)
+    assert [job.id for job in first.jobs] == ids[::-1][:2] and first.next_cursor
+    rest = client.list_jobs(limit=2, cursor=first.next_cursor)
+    assert [job.id for job in rest.jobs] == ids[:1] and rest.next_cursor is None
+    assert client.wait(ids[-1]).status == "succeeded"
+    client.delete_job(ids[-1])
+    with pytest.raises(ApiError) as caught:
+        client.get_job(ids[-1])
+    assert caught.value.status == 404
+    assert ids[-1] not in [job.id for job in client.list_jobs(limit=100).jobs]
+    assert [job.id for job in client.list_jobs(kind="background").jobs] == []

@@ -1,3 +1,4 @@
+import io
 import struct
 import zlib
 
@@ -99,3 +100,11 @@ def test_palette_with_transparency_is_flattened():
     image.info["transparency"] = 0
     decoded = decode_image(encode(image, transparency=0))
     assert tuple(np.asarray(decoded)[0, 0]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("fmt", ["EPS", "ICO", "PPM", "TGA", "PCX", "SGI"])
+def test_decoders_outside_the_allow_list_never_run(fmt):
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format=fmt)
+    with pytest.raises(InvalidInputError, match="PNG, JPEG, WebP, BMP, TIFF or GIF"):
+        decode_image(buffer.getvalue())

@@ -734,6 +734,8 @@ def test_redis_claim_skips_dangling_queue_entries(redis_url: str) -> None:
         store._redis.delete(f"{prefix}job:{gone.id}")
         store._redis.zadd(store.queue_key("video"), {"never-existed": 0.0})
         assert store.claim_next("video", "gpu-a").id == real.id
+        # entries only in the kind's queue (no tenant queue) are looked at once the tenant queues are empty
+        assert store.claim_next("video", "gpu-a") is None
         assert store.queue_depth("video") == 0
     finally:
         store.close()

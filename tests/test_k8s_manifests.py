@@ -128,6 +128,8 @@ def test_the_expected_objects_are_there():
         ("Job", POPULATE_JOB),
         ("Deployment", "redis"),
         ("Service", "redis"),
+        ("PersistentVolumeClaim", "redis-data"),
+        ("Secret", "vividflow-secrets"),
         ("PodMonitor", "vividflow-ray"),
     }
     assert expected <= present, f"missing: {sorted(expected - present)}"
@@ -455,19 +457,26 @@ def test_production_reads_models_only_from_the_populated_paths(production_downlo
 
 def test_populate_job_runs_exactly_the_derived_downloads(production_downloads):
     script = populate_script()
-    hub = {d["options"]["--local-dir"][0]: d for d in hf_downloads(script)}
+    # one folder may be filled by two downloads of different files (two LoRA files of one repository)
+    hub = {(d["options"]["--local-dir"][0], tuple(d["files"])): d for d in hf_downloads(script)}
     files = {f["file"]: f for f in fetches(script)}
-    assert len(hub) + len(files) == len(production_downloads), "a download the config does not need"
+    created = [want for want in production_downloads if want.init_text is not None]
+    assert len(hub) + len(files) + len(created) == len(production_downloads), "a download the config does not need"
+    for want in created:  # folders the project fills itself (the LoRA library): made, with their first file
+        assert f"mkdir -p {want.local_dir} && {{ test -s {want.local_dir}/{want.markers[0]} ||" in script
     for want in production_downloads:
+        if want.init_text is not None:
+            continue
         if want.url:
             got = files[f"{want.local_dir}/{want.markers[0]}"]
             assert (got["url"], got["md5"]) == (want.url, want.md5)
             continue
-        got = hub[want.local_dir]
+        got = hub[(want.local_dir, want.files)]
         assert want.local_dir == f"/models/{got['repo']}" == f"/models/{want.repo}"
         assert got["files"] == list(want.files)
         assert got["options"].get("--include", []) == list(want.include)
         assert got["options"].get("--exclude", []) == list(want.exclude)
+        assert got["options"].get("--revision", []) == ([want.revision] if want.revision else [])
     # the markers the Job checks at the end are the files the loaders look for
     for want in production_downloads:
         for marker in want.markers:
@@ -542,3 +551,50 @@ def test_cluster_ingress_strips_ray_timeout_headers():
     }
     assert {"x-request-timeout-seconds", "x-request-disconnect-disabled"} <= removed
     assert route["spec"]["rules"][0]["backendRefs"][0]["port"] == 8000
+
+
+def _route_matches(path: str, matches: list[dict]) -> bool:
+    for match in matches:
+        kind, value = match["path"]["type"], match["path"]["value"]
+        if (kind == "Exact" and path == value) or (kind == "PathPrefix" and path.startswith(value)):
+            return True
+    return False
+
+
+def test_cluster_ingress_routes_only_the_applications_paths():
+    route = yaml.safe_load((REPO / "k8s" / "httproute.yaml").read_text())
+    matches = [match for rule in route["spec"]["rules"] for match in rule["matches"]]
+    for public in ("/v1/videos", "/v1/jobs/abc/events", "/healthz", "/docs", "/openapi.json", "/", "/ui/app.js"):
+        assert _route_matches(public, matches), public
+    for internal in ("/-/routes", "/-/healthz", "/api/serve/applications/"):
+        assert not _route_matches(internal, matches), internal
+
+
+def test_production_turns_api_keys_on_from_the_mounted_secret():
+    config = yaml.safe_load((REPO / "configs" / "production.yaml").read_text())
+    ingress = config["applications"][0]["args"]["ingress"]
+    assert ingress["auth"]["mode"] == "api_keys"
+    mount = "/etc/vividflow/secrets"
+    assert ingress["auth"]["keys_file"].startswith(mount + "/")
+    assert ingress["webhooks"]["signing_secret_file"].startswith(mount + "/")
+    rayservice = yaml.safe_load((REPO / "k8s" / "rayservice.yaml").read_text())
+    for name, group in ray_groups(rayservice).items():
+        spec = group["template"]["spec"]
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["secrets"]["mountPath"] == mount and mounts["secrets"]["readOnly"], name
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["secrets"]["secret"]["secretName"] == "vividflow-secrets", name
+    secret = yaml.safe_load((REPO / "k8s" / "secrets.yaml").read_text())
+    assert secret["metadata"]["name"] == "vividflow-secrets" and yaml.safe_load(secret["stringData"]["keys.yaml"]) == []
+    local = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())["applications"][0]["args"]["ingress"]
+    assert local.get("auth", {}).get("mode", "off") == "off"
+
+
+def test_redis_keeps_every_acknowledged_write():
+    redis_deployment = next(
+        doc for _, doc in DOCUMENTS if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "redis"
+    )
+    args = redis_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    options = dict(zip(args[::2], args[1::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "always"
+    assert options["--maxmemory-policy"] == "noeviction"

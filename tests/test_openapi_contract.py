@@ -26,13 +26,17 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from deployments.background_generator import BackgroundGenerator
-from deployments.config import BackgroundGeneratorConfig
+from deployments.config import BackgroundGeneratorConfig, VideoEditorConfig
 from deployments.segmenter import SegmenterDeployment
+from deployments.video_editor import VideoEditor
 from pipelines.background.sdxl import BackgroundModelConfig
 from pipelines.background.segmentation.chain import SegmentationConfig
-from pipelines.video.config import VideoModelConfig
+from pipelines.edit.config import EditModelConfig
+from pipelines.video.config import MotionLoraLibraryConfig, VideoModelConfig
 from tests.api_harness import api_client
+from tests.edit_videos import video_bytes
 from tests.images import encode, gradient_image
+from tests.lora_fixtures import tiny_library
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 
@@ -53,30 +57,46 @@ OPERATIONS = {
     ("post", "/v1/backgrounds/mask"),
     ("post", "/v1/backgrounds"),
     ("post", "/v1/analyze"),
+    ("get", "/v1/loras"),
+    ("post", "/v1/loras/reload"),
+    ("post", "/v1/edits/plan"),
+    ("post", "/v1/edits"),
+    ("post", "/v1/batches"),
+    ("get", "/v1/batches/{batch_id}"),
+    ("post", "/v1/batches/{batch_id}/cancel"),
 }
 
 # The multipart upload endpoints and the form fields each accepts (an unknown field is a 400).
 COMPOSITION_FIELDS = {"image", "composition", "focus", "feather_px"}
+VIDEO_LAYOUT_FIELDS = {"image", "last_image", "images", "duration_s", "transition_s", "storyboard"}
+VIDEO_LAYOUT_PATHS = {"/v1/videos", "/v1/videos/plan", "/v1/batches"}
+BATCH_LISTS = {"seeds", "prompts", "variations"}
+VIDEO_FIELDS = {
+    "prompt",
+    "negative_prompt",
+    "template_id",
+    "duration_s",
+    "steps",
+    "guidance_scale",
+    "guidance_scale_2",
+    "seed",
+    "expand_prompt",
+    "webhook_url",
+    "lora",
+    "lora_strength",
+}
 UPLOAD_FORMS = {
-    "/v1/videos/plan": {"image", "duration_s"},
-    "/v1/videos": {
-        "image",
-        "prompt",
-        "negative_prompt",
-        "template_id",
-        "duration_s",
-        "steps",
-        "guidance_scale",
-        "guidance_scale_2",
-        "seed",
-        "expand_prompt",
-        "webhook_url",
-    },
+    "/v1/videos/plan": VIDEO_LAYOUT_FIELDS,
+    "/v1/videos": VIDEO_LAYOUT_FIELDS | VIDEO_FIELDS,
+    "/v1/batches": VIDEO_LAYOUT_FIELDS | VIDEO_FIELDS | {"variations", "seeds", "prompts"},
     "/v1/backgrounds/mask": COMPOSITION_FIELDS,
     "/v1/backgrounds": COMPOSITION_FIELDS
     | {"scene_id", "prompt", "negative_prompt", "steps", "guidance_scale", "seed", "enrich_prompt"}
     | {"background_image", "background_color", "fit", "position", "output", "webhook_url"},
     "/v1/analyze": {"image", "prompt"},
+    "/v1/edits/plan": {"video"},
+    "/v1/edits": {"video", "prompt", "mode", "negative_prompt", "reference_image", "control", "strength", "steps"}
+    | {"guidance_scale", "seed", "keep_audio", "webhook_url"},
 }
 
 # Error statuses each operation is known to answer with (from the code paths and tests/test_api.py); the
@@ -96,9 +116,16 @@ REQUIRED_ERROR_STATUSES = {
     ("post", "/v1/backgrounds/mask"): {"400", "413", "429", "503"},
     ("post", "/v1/backgrounds"): {"400", "413", "422", "429", "503"},
     ("post", "/v1/analyze"): {"400", "413", "429", "503"},
+    ("post", "/v1/loras/reload"): {"503"},
+    ("post", "/v1/edits/plan"): {"400", "413"},
+    ("post", "/v1/edits"): {"400", "413", "422", "429", "503"},
+    ("post", "/v1/batches"): {"400", "413", "422", "429", "503"},
+    ("get", "/v1/batches/{batch_id}"): {"404"},
+    ("post", "/v1/batches/{batch_id}/cancel"): {"404"},
 }
 
 VALID_IMAGE = encode(gradient_image(160, 120), "PNG")
+VALID_VIDEO = video_bytes(frames=8, fps=16, width=32, height=32)
 
 
 class NoRender:
@@ -151,10 +178,22 @@ def harness(tmp_path_factory):
     with api_client(
         tmp_path,
         NoRender(),
-        VideoModelConfig(path=str(tmp_path / "no-wan"), device="cpu"),
+        VideoModelConfig(
+            path=str(tmp_path / "no-wan"), device="cpu", loras=MotionLoraLibraryConfig(path=str(tiny_library()))
+        ),
         expand_prompt=_expand,
         analyze_image=_analyze,
         backgrounds=backgrounds,
+        editor=lambda store, store_config, results, queue: VideoEditor(
+            VideoEditorConfig(model=EditModelConfig(path=str(tmp_path / "no-vace"))),
+            store_config,
+            queue,
+            segmenter,
+            pipeline=NoRender(),
+            store=store,
+            results=results,
+            start_worker=False,
+        ),
         start_video_worker=False,
     ) as client:
         yield SimpleNamespace(client=client, app=client.app, store=client.video_generator.store)
@@ -287,8 +326,12 @@ def test_upload_endpoints_declare_their_multipart_form(document, path):
     schema = _resolve(document, body["content"]["multipart/form-data"].get("schema", {}))
     properties = schema.get("properties", {})
     assert set(properties) == UPLOAD_FORMS[path], sorted(properties)
-    assert "image" in schema.get("required", []), schema.get("required")
-    assert _is_binary(_resolve(document, properties["image"])), properties["image"]
+    upload = "video" if path.startswith("/v1/edits") else "image"
+    if set(properties) >= VIDEO_LAYOUT_FIELDS:  # `image` or `images` (2-8 files): the route requires one
+        assert _is_binary(_resolve(document, properties["images"]["items"])), properties["images"]
+    else:
+        assert upload in schema.get("required", []), schema.get("required")
+    assert _is_binary(_resolve(document, properties[upload])), properties[upload]
 
 
 def test_prompt_expansion_declares_its_json_body(document):
@@ -368,9 +411,22 @@ GENERATION_FIELDS = {"scene_id", "prompt", "negative_prompt"}
 def _background_variants(body: dict) -> list[dict]:
     """Random background forms nearly always mix a generated and an own background (a 400): add one body
     with the own-background fields left out and one with a real picture and no generation fields."""
-    generated = {key: value for key, value in body.items() if key not in OWN_BACKGROUND_FIELDS}
-    own = {key: value for key, value in body.items() if key not in GENERATION_FIELDS | {"background_color"}}
+    # a random `webhook_url` is never an allowed target (400) either
+    generated = {key: value for key, value in body.items() if key not in OWN_BACKGROUND_FIELDS | {"webhook_url"}}
+    if not generated.get("scene_id") and not generated.get("prompt"):
+        generated["prompt"] = "a quiet beach"
+    own = {
+        key: value
+        for key, value in body.items()
+        if key not in GENERATION_FIELDS | {"background_color", "webhook_url", "fit", "position", "output"}
+    }
     return [generated, {**own, "background_image": VALID_IMAGE}]
+
+
+def _lora_variants(body: dict) -> list[dict]:
+    """A random `lora` is never a library id (400): add one body without the LoRA fields and one naming a real one."""
+    plain = {key: value for key, value in body.items() if key not in ("lora", "lora_strength")}
+    return [plain, {**plain, "lora": "tiny-orbit"}]
 
 
 @pytest.fixture(scope="module")
@@ -396,10 +452,23 @@ def api_schema(harness, tmp_path_factory):
     @schema.hook
     def flatmap_body(context, body):
         # Random bytes are never an image (400); half the time send a real one so the 2xx paths run too.
+        if isinstance(body, dict) and "video" in body:  # likewise a real (tiny) video for the edit routes
+            usable = {key: value for key, value in body.items() if key != "reference_image"}
+            return st.sampled_from([body, {**usable, "video": VALID_VIDEO, "mode": "style"}])
+        if isinstance(body, dict) and context.operation.path in VIDEO_LAYOUT_PATHS:
+            # `image` is optional beside `images`, and random layouts nearly always break a rule (a 400):
+            # add bodies with one real image and no other layout field.
+            single = {key: value for key, value in body.items() if key not in VIDEO_LAYOUT_FIELDS | BATCH_LISTS}
+            variants = [body, {**single, "image": VALID_IMAGE}, {**single, "image": VALID_IMAGE, "duration_s": 0.5}]
+            if context.operation.path != "/v1/videos/plan":
+                variants += _lora_variants(variants[2])
+            return st.sampled_from(variants)
         if isinstance(body, dict) and "image" in body:
             variants = [body, {**body, "image": VALID_IMAGE}]
             if context.operation.path == "/v1/backgrounds":
                 variants += _background_variants(variants[1])
+            if context.operation.path == "/v1/videos":
+                variants += _lora_variants(variants[1])
             return st.sampled_from(variants)
         return st.just(body)
 

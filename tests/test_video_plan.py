@@ -64,7 +64,7 @@ def test_prepare_image_matches_plan():
     ("field", "value"),
     [
         ("duration_s", 0.4),
-        ("duration_s", 5.5),
+        ("duration_s", 60.5),  # the ceiling of any video (chained segments); each service sets its own below
         ("duration_s", float("nan")),
         ("steps", 3),
         ("steps", 13),

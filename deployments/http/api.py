@@ -12,10 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from deployments import metrics
 from deployments.errors import ServiceNotReadyError, StorageUnavailableError
+from deployments.http.access import install_access_control
 from deployments.http.analyze_routes import analyze_router
 from deployments.http.background_routes import background_router
+from deployments.http.batch_routes import batch_router
+from deployments.http.edit_routes import edit_router
 from deployments.http.errors import error_responses, install_error_handlers
-from deployments.http.job_routes import job_router
+from deployments.http.event_hub import EventHub
+from deployments.http.job_routes import EVENT_POLL_S, job_router
+from deployments.http.lora_routes import lora_router
 from deployments.http.openapi import install_openapi
 from deployments.http.prompt_routes import prompt_router
 from deployments.http.scene_routes import scene_template_router
@@ -23,6 +28,7 @@ from deployments.http.schemas import Health
 from deployments.http.services import ApiServices
 from deployments.http.template_routes import template_router
 from deployments.http.video_routes import video_router
+from deployments.http.web_ui_routes import web_ui_router
 from deployments.jobs.reaper import reap_once
 from deployments.jobs.sweeper import sweep_once
 from deployments.jobs.webhooks import WebhookSender, load_signing_secret
@@ -32,6 +38,8 @@ TEXT = {"type": "string"}
 
 
 def create_api(services: ApiServices) -> FastAPI:
+    hub = EventHub(services.store, EVENT_POLL_S)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tasks = []
@@ -50,9 +58,19 @@ def create_api(services: ApiServices) -> FastAPI:
                 await task
         if sender is not None:
             await sender.close()
+        await hub.close()
 
-    app = FastAPI(title="VividFlow Serve", version="1", docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header a caller sent.
+    app = FastAPI(
+        title="VividFlow Serve",
+        version="1",
+        docs_url="/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
     install_error_handlers(app)
+    install_access_control(app, services)
     install_openapi(app)
 
     @app.get(
@@ -90,12 +108,16 @@ def create_api(services: ApiServices) -> FastAPI:
         return Response(generate_latest(metrics.prometheus_registry()), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(video_router(services))
-    app.include_router(job_router(services))
+    app.include_router(batch_router(services))
+    app.include_router(job_router(services, hub))
     app.include_router(template_router())
     app.include_router(prompt_router(services))
     app.include_router(background_router(services))
+    app.include_router(edit_router(services))
     app.include_router(analyze_router(_analyzer(services), services.max_upload_bytes, services.max_pixels))
     app.include_router(scene_template_router())
+    app.include_router(web_ui_router())
+    app.include_router(lora_router(services))
     return app
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.errors import (
+    AuthenticationError,
+    ForbiddenError,
     IdempotencyKeyReusedError,
     JobNotFoundError,
     JobStateError,
@@ -38,6 +40,8 @@ STATUS_BY_ERROR: tuple[tuple[type[VividFlowError], int], ...] = (
     (MaskUnusableError, 422),
     (IdempotencyKeyReusedError, 422),
     (InvalidInputError, 400),
+    (AuthenticationError, 401),
+    (ForbiddenError, 403),
     (JobNotFoundError, 404),
     (JobStateError, 409),
     (ServiceOverloadedError, 429),
@@ -61,6 +65,8 @@ class ErrorBody(BaseModel):
 
 ERROR_DESCRIPTIONS = {
     400: "Bad input: the message says what to fix, `field` names the field.",
+    401: "No API key, or an unknown one: send `Authorization: Bearer <key>`.",
+    403: "The key is valid but its role may not use this route.",
     404: "No such job (ids are not confirmed to anyone else either).",
     409: "The job is in the wrong state for this request (for example: no result yet).",
     413: "The upload, the image's pixel count or a text field is over its limit.",
@@ -106,6 +112,10 @@ def error_response(error: VividFlowError) -> JSONResponse:
     headers = {}
     if isinstance(error, ServiceOverloadedError):
         headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, AuthenticationError):
+        headers["WWW-Authenticate"] = 'Bearer realm="vividflow"'
+        if error.field == "Authorization":  # a key was sent, and it is not one of ours
+            headers["WWW-Authenticate"] += ', error="invalid_token"'
     return JSONResponse(error_body(error.kind, message, error.field), status_code=status, headers=headers)
 
 
@@ -131,6 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if _is_client_gone(exc):
+            # Under Ray Serve a client that hangs up (an event stream closed) cancels the request's task; nobody
+            # is left to read an answer, and it is not a bug, so it must not be logged as one.
+            log.debug("client went away during %s %s", request.method, request.url.path)
+            return JSONResponse(error_body("client_gone", "the client closed the connection"), status_code=499)
         if _is_backpressure(exc):
             # A model deployment's max_queued_requests is full (mask preview, analysis, expansion).
             overloaded = ServiceOverloadedError(
@@ -139,6 +154,14 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(overloaded)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "internal error; the server log has details"), status_code=500)
+
+
+def _is_client_gone(exc: Exception) -> bool:
+    try:
+        from ray.exceptions import TaskCancelledError
+    except ImportError:
+        return False
+    return isinstance(exc, TaskCancelledError)
 
 
 def _is_backpressure(exc: Exception) -> bool:

@@ -18,9 +18,12 @@ from pipelines.background.background_fit import HEX_COLOR_PATTERN
 from pipelines.background.mask_controls import MAX_FEATHER_PX
 from pipelines.background.scene_templates import scene_templates
 from pipelines.common.text import MAX_PROMPT_CHARS
+from pipelines.edit import request as edit
 from pipelines.video import request as video
+from pipelines.video.lora_library import MAX_STRENGTH as MAX_LORA_STRENGTH
+from pipelines.video.lora_library import MIN_STRENGTH as MIN_LORA_STRENGTH
 from pipelines.video.motion_templates import motion_categories
-from pipelines.video.plan import MAX_DURATION_S, MIN_DURATION_S
+from pipelines.video.plan import MAX_DURATION_S, MAX_SEGMENT_S, MIN_DURATION_S
 
 DEFAULT_DURATION_S = 3.0
 MAX_ID_CHARS = 100
@@ -72,13 +75,52 @@ class JobForm(UploadForm):
 
 
 class VideoPlanForm(UploadForm):
-    image: UploadFile = ImageFile
+    # `image` or `images` is required; which pictures go together is checked by the route (one rule, in
+    # pipelines.video.request.validate_layout), so each mistake gets a message naming its field.
+    image: UploadFile = Field(
+        default=None,
+        description="The photo (required unless `images` is sent): PNG, JPEG, WebP, TIFF, BMP or GIF (first "
+        "frame); at most the configured upload size (50 MB by default) and 40 megapixels, each side at least "
+        "16 px. EXIF rotation is applied.",
+        json_schema_extra={"format": "binary"},
+    )
+    last_image: UploadFile = Field(
+        default=None,
+        description="First/last frame: the video ends on this picture. Only with `image`; cropped to the "
+        "output's aspect ratio (centred) and resized to its size, as the plan shows.",
+        json_schema_extra={"format": "binary"},
+    )
+    images: list[UploadFile] = Field(
+        default=None,
+        description="Multi-view, instead of `image`: 2-8 pictures (the field sent once per picture, in order); the "
+        "video moves from each to the next in `transition_s`. The first sets the output size; the others are "
+        "cropped to its aspect ratio (centred) and resized, as the plan shows.",
+        json_schema_extra={"items": {"type": "string", "format": "binary"}},
+    )
     duration_s: float = Field(
-        default=DEFAULT_DURATION_S,
+        default=None,
         ge=MIN_DURATION_S,
         le=MAX_DURATION_S,
         allow_inf_nan=False,
-        description="Seconds of video; frames are 1 + 4·round(duration_s·16/4) at 16 fps.",
+        description=f"Seconds of video (default {DEFAULT_DURATION_S}); frames are 1 + 4·round(duration_s·16/4) at "
+        "16 fps. Above 5 s the video renders as chained segments of at most 5 s, up to the service's maximum "
+        "(`ingress.videos.max_duration_s`, 30 s by default). With `storyboard`: its total (may be left out); "
+        "with `images`: (views − 1) × `transition_s` (may be left out).",
+    )
+    transition_s: float = Field(
+        default=None,
+        ge=MIN_DURATION_S,
+        le=MAX_SEGMENT_S,
+        allow_inf_nan=False,
+        description=f"Multi-view only: seconds per transition (default {video.DEFAULT_TRANSITION_S}).",
+    )
+    storyboard: str = Field(
+        default=None,
+        max_length=MAX_PROMPT_CHARS * 4,
+        description='A JSON list `[{"prompt": "...", "duration_s": 2.5}, ...]`: consecutive stretches of the video, '
+        "each with its own prompt (a stretch over 5 s is split into segments with the same prompt); the durations "
+        "add up to `duration_s`. With `images`: one entry per transition (`duration_s` optional, default "
+        "`transition_s`).",
     )
 
 
@@ -117,6 +159,20 @@ class VideoForm(VideoPlanForm, JobForm):
     )
     expand_prompt: bool = Field(
         default=False, description="Rewrite the prompt with the prompt expander first; both are kept in `params`."
+    )
+    # motion LoRAs (issue #13); the library's ids change at run time, so they are checked by the route
+    lora: str = Field(
+        default=None,
+        max_length=MAX_ID_CHARS,
+        description="A motion LoRA id from `GET /v1/loras` (status `ready`), applied to this video only.",
+    )
+    lora_strength: float = Field(
+        default=None,
+        ge=MIN_LORA_STRENGTH,
+        le=MAX_LORA_STRENGTH,
+        allow_inf_nan=False,
+        description="Multiplies the LoRA's default per-expert strengths; 0 renders as without it. Default 1; "
+        "only with `lora`.",
     )
 
 
@@ -201,4 +257,85 @@ class AnalyzeForm(UploadForm):
     image: UploadFile = ImageFile
     prompt: str = Field(
         default=None, max_length=MAX_PROMPT_CHARS, description="A prompt to enrich from what the image shows."
+    )
+
+
+# Video editing (POST /v1/edits, /v1/edits/plan); bounds from pipelines.edit.request.
+VideoFile = Field(
+    description="The source video: MP4/MOV (H.264, HEVC, AV1), WebM/MKV (VP9, AV1, H.264), GIF or animated WebP; "
+    "at most `edits.max_input_s` (10 s by default) and `edits.max_input_mb` (100 MB). Rotation metadata is "
+    "applied; it is resampled to 16 fps and trimmed to 4k+1 frames.",
+    json_schema_extra={"format": "binary"},
+)
+
+
+class EditPlanForm(UploadForm):
+    video: UploadFile = VideoFile
+
+
+class EditForm(EditPlanForm, JobForm):
+    prompt: str = Field(
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="What the edited video shows: the new look (`style`) or the new subject (`replace`).",
+    )
+    mode: Literal["style", "replace"] = Field(
+        description="`style`: every pixel regenerated under the source's structure (edges or greyscale); "
+        "`replace`: the subject (segmented per frame) regenerated, everything else kept."
+    )
+    negative_prompt: str = Field(
+        default=None, max_length=MAX_PROMPT_CHARS, description="What to avoid; absent uses the default."
+    )
+    reference_image: UploadFile = Field(
+        default=None,
+        description="`replace` only: a picture of the new subject's look (same formats and limits as images).",
+        json_schema_extra={"format": "binary"},
+    )
+    control: Literal["edges", "greyscale"] = Field(
+        default=None,
+        description="`style` only: the structure kept from the source, `edges` (default) or `greyscale`.",
+    )
+    strength: float = Field(
+        default=edit.DEFAULT_STRENGTH,
+        ge=edit.MIN_STRENGTH,
+        le=edit.MAX_STRENGTH,
+        allow_inf_nan=False,
+        description="How strongly the source steers (VACE's conditioning scale): higher follows it more closely.",
+    )
+    steps: int = Field(default=edit.MIN_STEPS, ge=edit.MIN_STEPS, le=edit.MAX_STEPS, description="Denoising steps.")
+    guidance_scale: float = Field(
+        default=edit.MIN_GUIDANCE,
+        ge=edit.MIN_GUIDANCE,
+        le=edit.MAX_GUIDANCE,
+        allow_inf_nan=False,
+        description="Classifier-free guidance; 1 turns it off, as a 4-step LoRA expects.",
+    )
+    seed: int = Field(
+        default=None, ge=0, le=edit.MAX_SEED, description="Same seed, same edit; omitted: drawn and reported."
+    )
+    keep_audio: bool = Field(default=True, description="Copy the source's sound (as AAC) into the result.")
+
+
+# Batches (POST /v1/batches): N variations of one video request; the lists' rules are in batch_routes.
+MAX_VARIATIONS = 8
+
+
+class BatchForm(VideoForm):
+    variations: int = Field(
+        default=None,
+        ge=1,
+        le=MAX_VARIATIONS,
+        description="How many videos (1-8). Default: the length of `seeds` or `prompts`, else 4.",
+    )
+    seeds: str = Field(
+        default=None,
+        max_length=400,
+        description="A JSON list of seeds, one per variation. Default: `seed`, `seed`+1, ... when `seed` is "
+        "given, else drawn (each job's params report its own).",
+    )
+    prompts: str = Field(
+        default=None,
+        max_length=MAX_PROMPT_CHARS * 4,
+        description="A JSON list of prompts, one per variation, each used as `prompt` would be (after the "
+        "template's). Default: `prompt` for every variation.",
     )

@@ -6,7 +6,6 @@ unknown id.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -20,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from deployments.errors import JobStateError
 from deployments.http.errors import error_responses
+from deployments.http.event_hub import EventHub
 from deployments.http.schemas import Job, JobList
 from deployments.http.services import ApiServices
 from deployments.http.tenancy import CallerParam, visible_job
@@ -28,7 +28,8 @@ from pipelines.common.errors import InvalidInputError
 
 MAX_PAGE = 100
 EVENT_POLL_S = 0.25
-KEEPALIVE_S = 15.0
+KEEPALIVE_S = 10.0  # proxies and load balancers commonly cut connections silent for 30-60 s
+RECONNECT_MS = 2000
 
 RESULT_FILE = {
     "description": "The result: an H.264 MP4 for video jobs, a PNG for background jobs.",
@@ -77,7 +78,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         ) from None
 
 
-def job_router(services: ApiServices) -> APIRouter:
+def job_router(services: ApiServices, hub: EventHub) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     store = services.store
 
@@ -91,7 +92,7 @@ def job_router(services: ApiServices) -> APIRouter:
         status: Annotated[
             Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query(description="Only these.")
         ] = None,
-        kind: Annotated[Literal["video", "background"] | None, Query(description="Only this kind.")] = None,
+        kind: Annotated[Literal["video", "background", "edit"] | None, Query(description="Only this kind.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Jobs per page.")] = 20,
         cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page.")] = None,
     ) -> dict:
@@ -164,27 +165,44 @@ def job_router(services: ApiServices) -> APIRouter:
         "/v1/jobs/{job_id}/events",
         summary="Server-Sent Events: progress, then the final state",
         response_class=StreamingResponse,
-        responses={200: EVENT_STREAM, **error_responses(404, 503)},
+        responses={200: EVENT_STREAM, **error_responses(404, 429, 503)},
     )
     async def job_events(job_id: str, request: Request, caller: CallerParam) -> StreamingResponse:
         first = await visible_job(store, job_id, caller)  # 404 before the stream starts
+        subscription = hub.subscribe(
+            job_id, caller.tenant, services.settings.limits_for(caller.tenant).max_event_streams
+        )
+        lifetime_s = services.settings.event_stream_max_s
 
         async def stream():
-            job, last_sent, last_write = first, None, time.monotonic()
-            while True:
-                snapshot = job.public()
-                state = (snapshot["status"], snapshot["step"], snapshot["cancel_requested"])
-                if state != last_sent:
-                    event = snapshot["status"] if job.is_final else "progress"
-                    yield f"event: {event}\ndata: {json.dumps(snapshot)}\n\n"
-                    last_sent, last_write = state, time.monotonic()
-                if job.is_final or await request.is_disconnected():
-                    return
-                if time.monotonic() - last_write > KEEPALIVE_S:
-                    yield ": keep-alive\n\n"
-                    last_write = time.monotonic()
-                await asyncio.sleep(EVENT_POLL_S)
-                job = await run_in_threadpool(store.get, job_id)
+            job, last_sent = first, None
+            started = last_write = time.monotonic()
+            try:
+                while True:
+                    if job is not None:
+                        snapshot = job.public()
+                        state = (snapshot["status"], snapshot["step"], snapshot["cancel_requested"])
+                        if state != last_sent:
+                            event = snapshot["status"] if job.is_final else "progress"
+                            yield f"event: {event}\ndata: {json.dumps(snapshot)}\n\n"
+                            last_sent, last_write = state, time.monotonic()
+                        if job.is_final:
+                            return
+                    if subscription.gone:  # deleted (or expired) while watched: nothing more will come
+                        return
+                    if time.monotonic() - started > lifetime_s:
+                        # EventSource reconnects by itself after `retry` ms; the client library does the same.
+                        yield f": this stream ends after {lifetime_s:.0f} s; reconnect\nretry: {RECONNECT_MS}\n\n"
+                        return
+                    if await request.is_disconnected():
+                        return
+                    await subscription.next(timeout_s=KEEPALIVE_S)
+                    if time.monotonic() - last_write > KEEPALIVE_S:  # proxies cut silent connections
+                        yield ": keep-alive\n\n"
+                        last_write = time.monotonic()
+                    job = subscription.latest or job
+            finally:
+                hub.unsubscribe(subscription)
 
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -116,6 +116,40 @@ def storage_error(exc: OSError) -> StorageUnavailableError | None:
     return None
 
 
+async def _is_a_repeat(services: ApiServices, submission: Submission) -> bool:
+    if submission.idempotency is None:
+        return False
+    earlier = await run_in_threadpool(
+        services.store.idempotent_job_id, submission.caller.tenant, submission.idempotency.key
+    )
+    return earlier is not None
+
+
+async def check_capacity(services: ApiServices, kind: str, tenant: str, jobs: int = 1) -> int:
+    """Refuse with 429 when the tenant's queued-jobs quota or the kind's queue cannot take ``jobs`` more;
+    returns the queue depth seen."""
+    if services.settings.auth.mode != "off":  # the one local tenant of the embedded default has no quota
+        limit = services.settings.limits_for(tenant).max_queued_jobs
+        queued = await run_in_threadpool(services.store.queued_jobs_of, tenant)
+        if queued + jobs > limit:
+            metrics.job_rejected(kind)
+            raise ServiceOverloadedError(
+                f"your tenant already has {queued} queued jobs and may have {limit}; wait for some to start "
+                "(or cancel some) and try again",
+                retry_after_s=services.queue.retry_after_s,
+            )
+    queue = services.queue
+    depth = await run_in_threadpool(services.store.queue_depth, kind)
+    if depth + jobs > queue.max_queued_jobs:
+        metrics.job_rejected(kind)
+        raise ServiceOverloadedError(
+            f"{depth} {kind} jobs are already waiting, the most this service queues is {queue.max_queued_jobs}; "
+            f"try again in {queue.retry_after_s} s",
+            retry_after_s=queue.retry_after_s,
+        )
+    return depth
+
+
 async def enqueue_job(
     services: ApiServices,
     kind: str,
@@ -129,15 +163,8 @@ async def enqueue_job(
     ``extra_inputs`` (file suffix -> bytes) are more input files, stored as ``<job id>.<suffix>`` beside the
     image and before the record like it (a background job's own background picture)."""
     submission = submission or Submission(LOCAL_CALLER)
-    queue = services.queue
-    depth = await run_in_threadpool(services.store.queue_depth, kind)
-    if depth >= queue.max_queued_jobs:
-        metrics.job_rejected(kind)
-        raise ServiceOverloadedError(
-            f"{depth} {kind} jobs are already waiting, the most this service queues; "
-            f"try again in {queue.retry_after_s} s",
-            retry_after_s=queue.retry_after_s,
-        )
+    if not await _is_a_repeat(services, submission):  # a repeat is answered with its job, never refused for load
+        await check_capacity(services, kind, submission.caller.tenant)
     job_id = uuid.uuid4().hex
     # The input is on the shared volume before the record exists, so a worker can never claim a job
     # whose image is missing.
@@ -174,5 +201,4 @@ async def enqueue_job(
         await run_in_threadpool(services.results.delete_files, job_id)
         return JSONResponse(job.public(), status_code=200, headers={**headers, "Idempotent-Replayed": "true"})
     metrics.job_submitted(kind)
-    metrics.queue_depth(kind, depth + 1)
     return JSONResponse(job.public(), status_code=202, headers=headers)

@@ -16,6 +16,7 @@ The route class hands the checked form to FastAPI through the request, so FastAP
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import typing
 from collections.abc import Callable
@@ -33,11 +34,15 @@ from starlette.responses import Response
 from pipelines.common.errors import InputTooLargeError, InvalidInputError
 
 MULTIPART = "multipart/form-data"
+FILE_LIST = list[UploadFile]  # the annotation of a field that takes several files
 MAX_FIELD_CHARS = 10_000
 MAX_FIELD_BYTES = 4 * MAX_FIELD_CHARS  # UTF-8 needs at most 4 bytes a character
 MAX_PARTS = 40
 FORM_SLACK_BYTES = 1_000_000  # text fields and multipart framing on top of the largest allowed upload
 _SPOOL_BYTES = 1024 * 1024  # uploads above this go to a temporary file instead of memory
+# What a number field may hold: ASCII decimal digits, an optional sign, fraction and exponent, and spaces
+# around it (no `_` separators, hex or non-ASCII digits).
+_PLAIN_NUMBER = re.compile(r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$")
 
 
 def multipart_form(description: str | None = None) -> Any:
@@ -111,10 +116,12 @@ class _ParsedFormRequest(Request):
 
 async def read_strict_form(request: Request, model: type[BaseModel], *, max_upload_bytes: int) -> FormData:
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    file_fields = {name for name, info in model.model_fields.items() if info.annotation is UploadFile}
+    file_fields = {name for name, info in model.model_fields.items() if info.annotation in (UploadFile, FILE_LIST)}
     kind = content_type.decode("latin-1").lower()
     if kind != MULTIPART or not options.get(b"boundary"):
-        file_field = sorted(file_fields)[0] if file_fields else "image"
+        # name the file the form cannot do without (`video`, not the optional `reference_image`)
+        required = sorted(name for name in file_fields if model.model_fields[name].is_required())
+        file_field = (required or sorted(file_fields) or ["image"])[0]
         sent = request.headers.get("content-type") or "no content type"
         if kind in ("", "application/x-www-form-urlencoded"):  # a form that cannot carry a file
             declared = request.headers.get("content-length", "")
@@ -165,7 +172,8 @@ def _check_parts(parts: list[tuple[str, str | UploadFile]], model: type[BaseMode
             f"unknown field{plural} {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}", field=unknown[0]
         )
     for name in names:
-        if names.count(name) > 1:
+        # a list of files (`images`) is the one field that is sent once per item
+        if names.count(name) > 1 and model.model_fields[name].annotation != FILE_LIST:
             raise InvalidInputError(f"field {name} was sent more than once", field=name)
     for name, value in parts:
         if name in file_fields and not isinstance(value, UploadFile):
@@ -176,7 +184,17 @@ def _check_parts(parts: list[tuple[str, str | UploadFile]], model: type[BaseMode
             default = model.model_fields[name].default
             hint = f"the default ({default})" if default is not None else "no value"
             raise InvalidInputError(f"`{name}` is empty; send a value, or leave the field out for {hint}", field=name)
+        if isinstance(value, str) and model.model_fields[name].annotation in (int, float) and _odd_number(value):
+            raise InvalidInputError(
+                f"`{name}` must be a plain decimal number such as 3 or 2.5, got {value[:40]!r}", field=name
+            )
     return FormData(parts)
+
+
+def _odd_number(text: str) -> bool:
+    """A number spelled in a way only Python reads (pydantic takes "1_000" as 1000; a caller in another language
+    meant something else). Words (nan, inf) are left to pydantic, which says they must be finite."""
+    return not _PLAIN_NUMBER.match(text) and not text.strip().lstrip("+-").isalpha()
 
 
 class _PartCollector:
@@ -266,6 +284,10 @@ class _PartCollector:
             text = _utf8(bytes(self._text or b""), f"`{self._name}`", field=self._name)
             if "\x00" in text:
                 raise InvalidInputError(f"`{self._name}` contains a NUL character; send plain text", field=self._name)
+            if len(text) > MAX_FIELD_CHARS:  # the byte count above lets up to 4x through for multi-byte text
+                raise InputTooLargeError(
+                    f"`{self._name}` is over {MAX_FIELD_CHARS} characters; shorten it", field=self._name
+                )
             self.parts.append((self._name, text))
         self._name, self._text, self._file = None, None, None
 

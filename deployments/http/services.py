@@ -6,9 +6,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from deployments.config import IngressConfig, JobQueueConfig
+from deployments.config import EditLimits, IngressConfig, JobQueueConfig
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.store import JobStore
+from pipelines.video.lora_library import LoraCatalog
 
 
 @dataclass
@@ -25,6 +26,10 @@ class ApiServices:
     analyze_image: Callable[[object, str | None], Awaitable[dict]] | None = None
     # (image, composition, focus, feather_px) -> SubjectMask; None when no Segmenter is deployed
     mask_subject: Callable[[object, str, str, int], Awaitable[object]] | None = None
+    # the motion LoRA library the video replicas serve (pipelines.video.lora_library.LoraCatalog); None: none
+    loras: LoraCatalog | None = None
+    # what an uploaded video may be (`edits:` in the app config): POST /v1/edits and /v1/edits/plan
+    edits: EditLimits = field(default_factory=EditLimits)
     # reap jobs whose worker stopped heartbeating, from this ingress too (workers may all be gone)
     reap_jobs: bool = True
     # how webhook hosts are resolved (getaddrinfo's signature); tests pass one that never leaves the machine

@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -35,6 +36,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from deployments.errors import JobNotFoundError, ServiceNotReadyError
+from deployments.jobs.lora_affinity import DEFAULT_LOOKAHEAD, DEFAULT_MAX_WAIT_S
 from deployments.jobs.store import (
     DEFAULT_IDEMPOTENCY_TTL_S,
     DEFAULT_OWNER,
@@ -42,14 +44,35 @@ from deployments.jobs.store import (
     Idempotency,
     IdempotencyConflict,
     Job,
+    JobKind,
     new_job,
 )
 
+# Lua shared by the scripts that put jobs into a queue or take them out. Besides the queue of a kind (its
+# depth is one ZCARD), every tenant has its own queue of that kind, and ``queue:<kind>:tenants`` holds the
+# tenants whose queue is not empty: claiming takes turns between tenants (``queue:<kind>:turns`` scores each
+# by when it was last served), so one tenant's hundred queued jobs do not starve another's one.
+_QUEUE_LUA = """
+local function enqueue(prefix, kind, owner, score, id)
+  redis.call('ZADD', prefix .. kind, score, id)
+  redis.call('ZADD', prefix .. kind .. ':t:' .. owner, score, id)
+  redis.call('SADD', prefix .. kind .. ':tenants', owner)
+end
+local function dequeue(prefix, kind, owner, id)
+  redis.call('ZREM', prefix .. kind, id)
+  local own = prefix .. kind .. ':t:' .. owner
+  redis.call('ZREM', own, id)
+  if redis.call('ZCARD', own) == 0 then redis.call('SREM', prefix .. kind .. ':tenants', owner) end
+end
+"""
+
 # KEYS: job hash, unfinished index, queue, owner index, all index, idempotency key, pending webhooks.
 # ARGV: job id, created_at, record (JSON object of strings), fingerprint ('' = no key), key TTL,
-# has webhook ('1'/'0'), job key prefix. Returns the earlier entry (JSON) when the key is taken by a job that
-# still exists, else creates the job and returns false.
-_CREATE = """
+# has webhook ('1'/'0'), job key prefix, queue key prefix, kind, owner. Returns the earlier entry (JSON) when
+# the key is taken by a job that still exists, else creates the job and returns false.
+_CREATE = (
+    _QUEUE_LUA
+    + """
 if ARGV[4] ~= '' then
   local earlier = redis.call('GET', KEYS[6])
   if earlier then
@@ -60,12 +83,13 @@ if ARGV[4] ~= '' then
 end
 for name, value in pairs(cjson.decode(ARGV[3])) do redis.call('HSET', KEYS[1], name, value) end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+enqueue(ARGV[8], ARGV[9], ARGV[10], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
 if ARGV[6] == '1' then redis.call('ZADD', KEYS[7], ARGV[2], ARGV[1]) end
 return false
 """
+)
 
 # KEYS: pending webhooks. ARGV: job key prefix, now, lease until, look again at, limit.
 # Ended jobs that are due are leased and returned; unfinished ones are looked at again later; gone ones dropped.
@@ -95,6 +119,19 @@ redis.call('HSET', KEYS[1], 'webhook', ARGV[2])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[2], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
 return 1
 """
+# KEYS: the bucket (hash: tokens, at). ARGV: now, rate per second, burst. A token bucket: returns 0 when a
+# token was taken, else the seconds until one will be there (as a string: Lua numbers lose precision).
+_TAKE_TOKEN = """
+local now, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
 # How soon an unfinished job with a webhook is looked at again.
 _WEBHOOK_RECHECK_S = 1.0
 
@@ -102,8 +139,10 @@ _WEBHOOK_RECHECK_S = 1.0
 # Rules are tried in order; the first whose "from" holds the job's status (and whose worker, if it names
 # one, is the job's worker) is applied and its 1-based index returned (0: none applied). A missing hash
 # (unknown or expired job) is never re-created by a late writer.
-_TRANSITION = """
-local fields = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'worker', 'kind')
+_TRANSITION = (
+    _QUEUE_LUA
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'status', 'cancel_requested', 'worker', 'kind', 'owner')
 local status = fields[1]
 if not status then return 0 end
 local cancel_requested = fields[2] == '1'
@@ -123,7 +162,7 @@ for i, rule in ipairs(cjson.decode(ARGV[2])) do
     if rule['final'] then
       redis.call('ZREM', KEYS[2], ARGV[1])
       redis.call('ZREM', KEYS[3], ARGV[1])
-      redis.call('ZREM', ARGV[4] .. fields[4], ARGV[1])
+      dequeue(ARGV[4], fields[4], fields[5] or 'local', ARGV[1])
       redis.call('EXPIRE', KEYS[1], ARGV[3])
     end
     return i
@@ -131,16 +170,53 @@ for i, rule in ipairs(cjson.decode(ARGV[2])) do
 end
 return 0
 """
+)
 
-# KEYS: queue of the kind, unfinished index, running set. ARGV: job key prefix, worker, now, TTL.
-# Returns the claimed job's hash (HGETALL), or nil when the queue is empty.
-_CLAIM = """
+# KEYS: queue of the kind, unfinished index, running set. ARGV: job key prefix, worker, now, TTL, queue key
+# prefix, kind, held LoRAs (JSON list), max wait of the head (s), lookahead. Returns the claimed job's hash
+# (HGETALL), or nil when the queue is empty. Within the chosen tenant's queue, the first job (of the first
+# `lookahead`) that needs no LoRA switch goes first, unless the head has waited `max wait` (lora_affinity).
+_CLAIM = (
+    _QUEUE_LUA
+    + """
+local tenants_key, turns_key = KEYS[1] .. ':tenants', KEYS[1] .. ':turns'
+local held = {}
+for _, name in ipairs(cjson.decode(ARGV[7])) do held[name] = true end
+-- The next job: the oldest of the tenant served longest ago (or never); jobs queued before tenants had
+-- queues of their own are only in the kind's queue, and are taken from there once no tenant queue is left.
+local function next_job()
+  while true do
+    local tenants = redis.call('SMEMBERS', tenants_key)
+    if #tenants == 0 then
+      local head = redis.call('ZRANGE', KEYS[1], 0, 0)
+      if #head == 0 then return nil end
+      return head[1], redis.call('HGET', ARGV[1] .. head[1], 'owner') or 'local'
+    end
+    local best, best_turn = nil, nil
+    for _, tenant in ipairs(tenants) do
+      local turn = tonumber(redis.call('ZSCORE', turns_key, tenant) or '0')
+      if best == nil or turn < best_turn or (turn == best_turn and tenant < best) then
+        best, best_turn = tenant, turn
+      end
+    end
+    local own = KEYS[1] .. ':t:' .. best
+    local head = redis.call('ZRANGE', own, 0, tonumber(ARGV[9]) - 1, 'WITHSCORES')
+    if #head > 0 then
+      if tonumber(ARGV[3]) - tonumber(head[2]) >= tonumber(ARGV[8]) then return head[1], best end
+      for i = 1, #head, 2 do
+        local lora = redis.call('HGET', ARGV[1] .. head[i], 'lora')
+        if not lora or held[lora] then return head[i], best end
+      end
+      return head[1], best
+    end
+    redis.call('SREM', tenants_key, best)
+  end
+end
 while true do
-  local head = redis.call('ZRANGE', KEYS[1], 0, 0)
-  if #head == 0 then return false end
-  local id = head[1]
+  local id, owner = next_job()
+  if id == nil then return false end
   local key = ARGV[1] .. id
-  redis.call('ZREM', KEYS[1], id)
+  dequeue(ARGV[5], ARGV[6], owner, id)
   local fields = redis.call('HMGET', key, 'status', 'cancel_requested')
   -- Entries whose job is gone or no longer queued are dropped; the transitions keep the queue exact, so
   -- this only cleans up after hand edits.
@@ -155,11 +231,13 @@ while true do
                  'worker', ARGV[2], 'step', '0', 'progress', '0.0')
       redis.call('HINCRBY', key, 'attempts', 1)
       redis.call('ZADD', KEYS[3], ARGV[3], id)
+      redis.call('ZADD', turns_key, ARGV[3], owner)
       return redis.call('HGETALL', key)
     end
   end
 end
 """
+)
 
 # KEYS: job hash, running set. ARGV: job id, worker, now.
 _HEARTBEAT = """
@@ -172,8 +250,11 @@ return 1
 
 # KEYS: job hash, running set, unfinished index. ARGV: job id, worker, queue key prefix, now, max attempts,
 # TTL, error type, message. Returns the outcome: requeued, failed, cancelled or lost.
-_RELEASE = """
-local fields = redis.call('HMGET', KEYS[1], 'status', 'worker', 'cancel_requested', 'attempts', 'kind', 'created_at')
+_RELEASE = (
+    _QUEUE_LUA
+    + """
+local fields = redis.call('HMGET', KEYS[1], 'status', 'worker', 'cancel_requested', 'attempts', 'kind', 'created_at',
+                          'owner')
 if fields[1] ~= 'running' or fields[2] ~= ARGV[2] then return 'lost' end
 redis.call('ZREM', KEYS[2], ARGV[1])
 local attempts = tonumber(fields[4]) or 0
@@ -182,7 +263,7 @@ if fields[3] == '1' then
 elseif attempts < tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], 'status', 'queued', 'step', '0', 'progress', '0.0')
   redis.call('HDEL', KEYS[1], 'worker', 'started_at', 'heartbeat_at')
-  redis.call('ZADD', ARGV[3] .. fields[5], fields[6], ARGV[1])
+  enqueue(ARGV[3], fields[5], fields[7] or 'local', fields[6], ARGV[1])
   return 'requeued'
 else
   local message = ARGV[8] .. ' (on ' .. tostring(attempts) .. ' attempt(s); giving up)'
@@ -194,15 +275,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 if fields[3] == '1' then return 'cancelled' end
 return 'failed'
 """
+)
 
 # KEYS: running set, unfinished index. ARGV: job key prefix, queue key prefix, cutoff, now, max attempts, TTL.
 # Returns a flat list: action, job id, action, job id, ... in order of their last heartbeat.
-_REAP = """
+_REAP = (
+    _QUEUE_LUA
+    + """
 local out = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])) do
   redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  local fields = redis.call('HMGET', key, 'status', 'cancel_requested', 'attempts', 'kind', 'created_at')
+  local fields = redis.call('HMGET', key, 'status', 'cancel_requested', 'attempts', 'kind', 'created_at', 'owner')
   if fields[1] == 'running' then
     local attempts = tonumber(fields[3]) or 0
     local action
@@ -214,7 +298,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
       redis.call('HSET', key, 'status', 'queued', 'step', '0', 'progress', '0.0')
       redis.call('HDEL', key, 'worker', 'started_at', 'heartbeat_at')
       -- Scored by created_at again: the job gets its old place at the head of its queue.
-      redis.call('ZADD', ARGV[2] .. fields[4], fields[5], id)
+      enqueue(ARGV[2], fields[4], fields[6] or 'local', fields[5], id)
     else
       action = 'failed'
       local message = 'the worker stopped responding ' .. tostring(attempts) .. ' time(s); giving up'
@@ -231,6 +315,7 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 end
 return out
 """
+)
 
 
 def _rule(
@@ -304,6 +389,7 @@ class RedisJobStore:
         self._create = self._redis.register_script(_CREATE)
         self._take_webhooks = self._redis.register_script(_TAKE_WEBHOOKS)
         self._update_webhook = self._redis.register_script(_UPDATE_WEBHOOK)
+        self._take_token = self._redis.register_script(_TAKE_TOKEN)
 
     def close(self) -> None:
         self._redis.close()
@@ -316,6 +402,24 @@ class RedisJobStore:
 
     def _idempotency_key(self, owner: str, key: str) -> str:
         return f"{self.key_prefix}idem:{owner}:{key}"
+
+    def _tenant_queue_key(self, kind: str, owner: str) -> str:
+        return f"{self._queue_prefix}{kind}:t:{owner}"
+
+    def queued_jobs_of(self, owner: str) -> int:
+        with self._reachable():
+            pipe = self._redis.pipeline(transaction=False)
+            for kind in get_args(JobKind):
+                pipe.zcard(self._tenant_queue_key(kind, owner))
+            return sum(int(count) for count in pipe.execute())
+
+    def take_token(self, bucket: str, rate_per_s: float, burst: int, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        with self._reachable():
+            wait = self._take_token(
+                keys=[f"{self.key_prefix}bucket:{bucket}"], args=[repr(now), repr(rate_per_s), burst]
+            )
+        return float(wait)
 
     def queue_key(self, kind: str) -> str:
         """The sorted set of the queued jobs of ``kind`` (ZCARD is the queue depth, e.g. for autoscaling)."""
@@ -354,53 +458,12 @@ class RedisJobStore:
         idempotency: Idempotency | None = None,
     ) -> Job:
         job = new_job(kind, params, job_id, owner=owner, batch_id=batch_id, webhook_url=webhook_url)
-        record = {
-            "id": job.id,
-            "kind": job.kind,
-            "status": job.status,
-            "created_at": repr(job.created_at),
-            "params": json.dumps(params),
-            "progress": "0.0",
-            "step": "0",
-            "total_steps": "0",
-            "cancel_requested": "0",
-            "timings": "{}",
-            "attempts": "0",
-            "owner": owner,
-        }
-        if batch_id is not None:
-            record["batch_id"] = batch_id
-        if job.webhook is not None:
-            record["webhook"] = json.dumps(job.webhook)
-        idempotency_key = (
-            self._idempotency_key(owner, idempotency.key) if idempotency else self._idempotency_key("", "")
-        )
-        if idempotency is not None:
-            record["idempotency_key"] = idempotency_key
+        keys, args = self._create_call(job, idempotency)
         # One script: the key check, the hash and its index and queue entries appear together. Once the server
         # has acknowledged it, every replica sees the job; surviving a Redis restart is the server's
         # appendonly/fsync setting.
         with self._reachable():
-            earlier = self._create(
-                keys=[
-                    self._job_key(job.id),
-                    self._unfinished_key,
-                    self.queue_key(job.kind),
-                    self._owner_key(owner),
-                    self._all_key,
-                    idempotency_key,
-                    self._webhooks_key,
-                ],
-                args=[
-                    job.id,
-                    repr(job.created_at),
-                    json.dumps(record),
-                    idempotency.fingerprint if idempotency else "",
-                    self.idempotency_ttl_s,
-                    "1" if job.webhook else "0",
-                    f"{self.key_prefix}job:",
-                ],
-            )
+            earlier = self._create(keys=keys, args=args)
         if earlier:
             entry = json.loads(_text(earlier))
             if entry["fingerprint"] != idempotency.fingerprint:
@@ -409,6 +472,127 @@ class RedisJobStore:
             replay.replayed = True
             return replay
         return job
+
+    def _create_call(self, job: Job, idempotency: Idempotency | None) -> tuple[list, list]:
+        """The keys and arguments of the create script for ``job`` (``create`` and ``create_batch`` share it)."""
+        record = {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "created_at": repr(job.created_at),
+            "params": json.dumps(job.params),
+            "progress": "0.0",
+            "step": "0",
+            "total_steps": "0",
+            "cancel_requested": "0",
+            "timings": "{}",
+            "attempts": "0",
+            "owner": job.owner,
+        }
+        if job.batch_id is not None:
+            record["batch_id"] = job.batch_id
+        if isinstance(job.params.get("lora"), str):  # read by the claim script's LoRA affinity
+            record["lora"] = job.params["lora"]
+        if job.webhook is not None:
+            record["webhook"] = json.dumps(job.webhook)
+        idempotency_key = (
+            self._idempotency_key(job.owner, idempotency.key) if idempotency else self._idempotency_key("", "")
+        )
+        if idempotency is not None:
+            record["idempotency_key"] = idempotency_key
+        return (
+            [
+                self._job_key(job.id),
+                self._unfinished_key,
+                self.queue_key(job.kind),
+                self._owner_key(job.owner),
+                self._all_key,
+                idempotency_key,
+                self._webhooks_key,
+            ],
+            [
+                job.id,
+                repr(job.created_at),
+                json.dumps(record),
+                idempotency.fingerprint if idempotency else "",
+                self.idempotency_ttl_s,
+                "1" if job.webhook else "0",
+                f"{self.key_prefix}job:",
+                self._queue_prefix,
+                job.kind,
+                job.owner,
+            ],
+        )
+
+    def _batch_key(self, batch_id: str) -> str:
+        return f"{self.key_prefix}batch:{batch_id}"
+
+    def create_batch(
+        self,
+        kind: str,
+        jobs: list[tuple[str, dict]],
+        batch_id: str,
+        *,
+        owner: str = DEFAULT_OWNER,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> list[Job]:
+        if not jobs:
+            raise ValueError("a batch needs at least one job")
+        created: list[Job] = []
+        for job_id, params in jobs:
+            job = new_job(kind, params, job_id, owner=owner, batch_id=batch_id, webhook_url=webhook_url)
+            if created and job.created_at <= created[-1].created_at:
+                job.created_at = created[-1].created_at + 1e-6  # strictly increasing: the batch keeps its order
+            created.append(job)
+        calls = [self._create_call(job, idempotency if index == 0 else None) for index, job in enumerate(created)]
+        key = self._idempotency_key(owner, idempotency.key) if idempotency else None
+        # MULTI/EXEC runs the per-job create scripts and the batch's list as one unit: no replica sees part of
+        # a batch, and nothing is left half-created. WATCH on the idempotency key turns a racing request with
+        # the same key into a retry that then finds the key taken.
+        with self._reachable(), self._redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if key is not None:
+                        pipe.watch(key)
+                        earlier = pipe.get(key)
+                        if earlier:
+                            entry = json.loads(_text(earlier))
+                            batch_of_earlier = pipe.hget(self._job_key(entry["job_id"]), "batch_id")
+                            if pipe.exists(self._job_key(entry["job_id"])):
+                                pipe.reset()
+                                if entry["fingerprint"] != idempotency.fingerprint or not batch_of_earlier:
+                                    raise IdempotencyConflict(entry["job_id"])
+                                replays = self.batch_jobs(_text(batch_of_earlier))
+                                for replay in replays:
+                                    replay.replayed = True
+                                return replays
+                    pipe.multi()
+                    for keys, args in calls:
+                        self._create(keys=keys, args=args, client=pipe)
+                    pipe.rpush(self._batch_key(batch_id), *(job.id for job in created))
+                    # the list outlives its jobs (they expire a retention after they end); a day more is plenty
+                    pipe.expire(self._batch_key(batch_id), 2 * self.finished_job_ttl_s + 86_400)
+                    pipe.execute()
+                    return created
+                except redis.WatchError:
+                    continue
+
+    def batch_jobs(self, batch_id: str) -> list[Job]:
+        with self._reachable():
+            ids = [_text(job_id) for job_id in self._redis.lrange(self._batch_key(batch_id), 0, -1)]
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._job_key(job_id))
+            rows = pipe.execute() if ids else []
+        jobs = [self._expiring(_job(row)) for row in rows if row]
+        if not jobs and ids:
+            self._redis.delete(self._batch_key(batch_id))  # every job expired or was deleted
+        return jobs
+
+    def report_segment(self, job_id: str, segment: int, total_segments: int, worker: str | None = None) -> None:
+        values = {"segment": str(segment), "total_segments": str(total_segments)}
+        self._apply(job_id, _rule(["running"], values, worker=worker))
 
     def _expiring(self, job: Job) -> Job:
         if job.is_final and job.finished_at is not None:
@@ -421,6 +605,22 @@ class RedisJobStore:
         if not row:
             raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
         return self._expiring(_job(row))
+
+    def idempotent_job_id(self, owner: str, key: str) -> str | None:
+        with self._reachable():
+            earlier = self._redis.get(self._idempotency_key(owner, key))
+            if not earlier:
+                return None
+            job_id = json.loads(_text(earlier))["job_id"]
+            return job_id if self._redis.exists(self._job_key(job_id)) else None
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        with self._reachable():
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.hgetall(self._job_key(job_id))
+            rows = pipe.execute() if job_ids else []
+        return {row["id"]: self._expiring(_job(row)) for row in rows if row}
 
     def list_jobs(
         self,
@@ -470,6 +670,7 @@ class RedisJobStore:
                 self._unfinished_key,
                 self._running_key,
                 self.queue_key(job.kind),
+                self._tenant_queue_key(job.kind, job.owner),
                 self._owner_key(job.owner),
                 self._all_key,
                 self._webhooks_key,
@@ -541,11 +742,21 @@ class RedisJobStore:
                 args=[job_id, json.dumps(state), "" if due_at is None else repr(due_at)],
             )
 
-    def claim_next(self, kind: str, worker: str) -> Job | None:
+    def claim_next(self, kind: str, worker: str, prefer_loras: frozenset[str] = frozenset()) -> Job | None:
         with self._reachable():
             fields = self._claim(
                 keys=[self.queue_key(kind), self._unfinished_key, self._running_key],
-                args=[f"{self.key_prefix}job:", worker, repr(time.time()), self.finished_job_ttl_s],
+                args=[
+                    f"{self.key_prefix}job:",
+                    worker,
+                    repr(time.time()),
+                    self.finished_job_ttl_s,
+                    self._queue_prefix,
+                    kind,
+                    json.dumps(sorted(prefer_loras)),
+                    DEFAULT_MAX_WAIT_S,
+                    DEFAULT_LOOKAHEAD,
+                ],
             )
         if not fields:
             return None
@@ -671,6 +882,8 @@ def _job(row: dict[str, str]) -> Job:
         heartbeat_at=float(row["heartbeat_at"]) if "heartbeat_at" in row else None,
         owner=row.get("owner", DEFAULT_OWNER),
         batch_id=row.get("batch_id"),
+        segment=int(row["segment"]) if "segment" in row else None,
+        total_segments=int(row["total_segments"]) if "total_segments" in row else None,
         webhook=json.loads(row["webhook"]) if "webhook" in row else None,
     )
 

@@ -66,6 +66,9 @@ class RetryingStore:
     def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
         self._retry("recording progress", lambda: self.store.report_progress(job_id, step, total_steps, worker))
 
+    def report_segment(self, job_id: str, segment: int, total_segments: int, worker: str | None = None) -> None:
+        self._retry("recording the segment", lambda: self.store.report_segment(job_id, segment, total_segments, worker))
+
     def should_stop(self, job_id: str, worker: str) -> bool:
         return self._retry("checking for a cancel", lambda: self.store.should_stop(job_id, worker))
 

@@ -16,6 +16,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from deployments.errors import JobNotFoundError
+from deployments.jobs.lora_affinity import DEFAULT_LOOKAHEAD, ClaimCandidate, pick_with_affinity
 from deployments.jobs.store import (
     DEFAULT_IDEMPOTENCY_TTL_S,
     DEFAULT_OWNER,
@@ -58,15 +59,34 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (owner, key)
 )
 """
+_TURNS_TABLE = """
+CREATE TABLE IF NOT EXISTS tenant_turns (
+    kind TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    served_at REAL NOT NULL,
+    PRIMARY KEY (kind, owner)
+)
+"""
+_BUCKETS_TABLE = """
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    bucket TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
+)
+"""
 _INDEXES = (
     # claim_next (oldest queued of a kind), queue_depth and the reaper's scan of running jobs
     "CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, kind, created_at)",
     # GET /v1/jobs: one owner's jobs, newest first
     "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)",
+    # a tenant's queued jobs (its limit)
+    "CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status)",
     # the sweeper: ended jobs by age
     "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at)",
     # the webhook deliverer: jobs with a delivery due
     "CREATE INDEX IF NOT EXISTS jobs_webhook_due ON jobs (webhook_due)",
+    # GET /v1/batches/{id}: a batch's jobs in order
+    "CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, created_at)",
 )
 _FINAL = "('succeeded', 'failed', 'cancelled')"
 assert set(_FINAL.strip("()").replace("'", "").split(", ")) == FINAL_STATUSES
@@ -80,6 +100,8 @@ _ADDED_COLUMNS = {
     "webhook": "ALTER TABLE jobs ADD COLUMN webhook TEXT",
     "webhook_due": "ALTER TABLE jobs ADD COLUMN webhook_due REAL",
     "idempotency_key": "ALTER TABLE jobs ADD COLUMN idempotency_key TEXT",
+    "segment": "ALTER TABLE jobs ADD COLUMN segment INTEGER",
+    "total_segments": "ALTER TABLE jobs ADD COLUMN total_segments INTEGER",
 }
 
 
@@ -114,6 +136,8 @@ class SQLiteJobStore:
                     "WHERE status = 'running'"
                 )
             db.execute(_IDEMPOTENCY_TABLE)
+            db.execute(_TURNS_TABLE)
+            db.execute(_BUCKETS_TABLE)
             for index in _INDEXES:
                 db.execute(index)
 
@@ -194,6 +218,77 @@ class SQLiteJobStore:
             )
         return job
 
+    def create_batch(
+        self,
+        kind: str,
+        jobs: list[tuple[str, dict]],
+        batch_id: str,
+        *,
+        owner: str = DEFAULT_OWNER,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> list[Job]:
+        if not jobs:
+            raise ValueError("a batch needs at least one job")
+        created: list[Job] = []
+        for job_id, params in jobs:
+            job = new_job(kind, params, job_id, owner=owner, batch_id=batch_id, webhook_url=webhook_url)
+            if created and job.created_at <= created[-1].created_at:
+                job.created_at = created[-1].created_at + 1e-6  # strictly increasing: the batch keeps its order
+            created.append(job)
+        with self._transaction() as db:  # one transaction: every job of the batch, or none
+            if idempotency is not None:
+                earlier = db.execute(
+                    "SELECT k.fingerprint, k.job_id, j.batch_id FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id "
+                    "WHERE k.owner = ? AND k.key = ? AND k.created_at >= ?",
+                    (owner, idempotency.key, created[0].created_at - self.idempotency_ttl_s),
+                ).fetchone()
+                if earlier is not None:
+                    if earlier["fingerprint"] != idempotency.fingerprint or earlier["batch_id"] is None:
+                        raise IdempotencyConflict(earlier["job_id"])
+                    rows = db.execute(
+                        "SELECT * FROM jobs WHERE batch_id = ? ORDER BY created_at, id", (earlier["batch_id"],)
+                    ).fetchall()
+                    replays = [self._expiring(_job(row)) for row in rows]
+                    for replay in replays:
+                        replay.replayed = True
+                    return replays
+                db.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys (owner, key, fingerprint, job_id, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (owner, idempotency.key, idempotency.fingerprint, created[0].id, created[0].created_at),
+                )
+            for position, job in enumerate(created):
+                db.execute(
+                    "INSERT INTO jobs (id, kind, status, created_at, params, owner, batch_id, webhook, webhook_due, "
+                    "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        job.id,
+                        job.kind,
+                        job.status,
+                        job.created_at,
+                        json.dumps(job.params),
+                        owner,
+                        batch_id,
+                        json.dumps(job.webhook) if job.webhook else None,
+                        job.created_at if job.webhook else None,
+                        idempotency.key if idempotency and position == 0 else None,
+                    ),
+                )
+        return created
+
+    def batch_jobs(self, batch_id: str) -> list[Job]:
+        with closing(self._connect()) as db:
+            rows = db.execute("SELECT * FROM jobs WHERE batch_id = ? ORDER BY created_at, id", (batch_id,)).fetchall()
+        return [self._expiring(_job(row)) for row in rows]
+
+    def report_segment(self, job_id: str, segment: int, total_segments: int, worker: str | None = None) -> None:
+        owned, owner = _owned_by(worker)
+        self._execute(
+            f"UPDATE jobs SET segment=?, total_segments=? WHERE id=? AND status='running'{owned}",
+            (segment, total_segments, job_id, *owner),
+        )
+
     def _expiring(self, job: Job) -> Job:
         if job.is_final and job.finished_at is not None:
             job.expires_at = job.finished_at + self.retention_s
@@ -205,6 +300,25 @@ class SQLiteJobStore:
         if row is None:
             raise JobNotFoundError(f"no job with id {job_id!r}", field="job_id")
         return self._expiring(_job(row))
+
+    def idempotent_job_id(self, owner: str, key: str) -> str | None:
+        with closing(self._connect()) as db:
+            row = db.execute(
+                "SELECT k.job_id FROM idempotency_keys k JOIN jobs j ON j.id = k.job_id "
+                "WHERE k.owner = ? AND k.key = ? AND k.created_at >= ?",
+                (owner, key, time.time() - self.idempotency_ttl_s),
+            ).fetchone()
+        return row["job_id"] if row else None
+
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        with closing(self._connect()) as db:
+            for start in range(0, len(job_ids), 500):
+                chunk = job_ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for row in db.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", chunk):
+                    found[row["id"]] = self._expiring(_job(row))
+        return found
 
     def list_jobs(
         self,
@@ -278,28 +392,67 @@ class SQLiteJobStore:
     def update_webhook(self, job_id: str, state: dict, due_at: float | None) -> None:
         self._execute("UPDATE jobs SET webhook = ?, webhook_due = ? WHERE id = ?", (json.dumps(state), due_at, job_id))
 
-    def claim_next(self, kind: str, worker: str) -> Job | None:
+    def claim_next(self, kind: str, worker: str, prefer_loras: frozenset[str] = frozenset()) -> Job | None:
         now = time.time()
         with self._transaction() as db:
             while True:
-                row = db.execute(
-                    "SELECT id, cancel_requested FROM jobs WHERE status = 'queued' AND kind = ? "
-                    "ORDER BY created_at, id LIMIT 1",
-                    (kind,),
-                ).fetchone()
-                if row is None:
+                # Tenants take turns: the oldest jobs of the tenant served longest ago (or never) come first, so
+                # one tenant's hundred queued jobs do not starve another's one. Among the first few in that
+                # order, a job whose motion LoRA this worker already holds may go first (lora_affinity).
+                rows = db.execute(
+                    "SELECT j.id, j.owner, j.cancel_requested, j.created_at, json_extract(j.params, '$.lora') AS lora "
+                    "FROM jobs j LEFT JOIN tenant_turns t ON t.kind = j.kind AND t.owner = j.owner "
+                    "WHERE j.status = 'queued' AND j.kind = ? "
+                    "ORDER BY COALESCE(t.served_at, 0), j.owner, j.created_at, j.id LIMIT ?",
+                    (kind, DEFAULT_LOOKAHEAD),
+                ).fetchall()
+                if not rows:
                     return None
-                if not row["cancel_requested"]:
-                    break
-                # request_cancel ends queued jobs at once, so this is only reachable by hand-edited rows;
-                # ending it here keeps it from blocking the head of the queue.
-                db.execute("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (now, row["id"]))
+                flagged = [row for row in rows if row["cancel_requested"]]
+                if flagged:
+                    # request_cancel ends queued jobs at once, so this is only reachable by hand-edited rows;
+                    # ending them here keeps them from blocking the head of the queue.
+                    for row in flagged:
+                        db.execute(
+                            "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?", (now, row["id"])
+                        )
+                    continue
+                candidates = [ClaimCandidate(row["id"], row["lora"], row["created_at"]) for row in rows]
+                chosen = pick_with_affinity(candidates, prefer_loras, now)
+                row = next(row for row in rows if row["id"] == chosen.job_id)
+                break
             db.execute(
                 "UPDATE jobs SET status = 'running', started_at = ?, heartbeat_at = ?, worker = ?, "
                 "attempts = attempts + 1, step = 0, progress = 0 WHERE id = ?",
                 (now, now, worker, row["id"]),
             )
+            db.execute(
+                "INSERT INTO tenant_turns (kind, owner, served_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (kind, owner) DO UPDATE SET served_at = excluded.served_at",
+                (kind, row["owner"], now),
+            )
             return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone())
+
+    def queued_jobs_of(self, owner: str) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND status = 'queued'", (owner,)).fetchone()[0]
+
+    def take_token(self, bucket: str, rate_per_s: float, burst: int, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute("SELECT tokens, at FROM rate_buckets WHERE bucket = ?", (bucket,)).fetchone()
+            tokens = float(burst) if row is None else min(burst, row["tokens"] + max(0.0, now - row["at"]) * rate_per_s)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / rate_per_s
+            db.execute(
+                "INSERT INTO rate_buckets (bucket, tokens, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (bucket) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                (bucket, tokens, now),
+            )
+        return wait
 
     def heartbeat(self, job_id: str, worker: str) -> bool:
         return (
@@ -467,5 +620,7 @@ def _job(row: sqlite3.Row) -> Job:
         heartbeat_at=row["heartbeat_at"],
         owner=row["owner"],
         batch_id=row["batch_id"],
+        segment=row["segment"],
+        total_segments=row["total_segments"],
         webhook=json.loads(row["webhook"]) if row["webhook"] else None,
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-JobKind = Literal["video", "background"]
+JobKind = Literal["video", "background", "edit"]
 DEFAULT_OWNER = "local"  # the one implicit tenant when authentication is off
 DEFAULT_RETENTION_S = 7 * 24 * 3600
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
@@ -54,6 +54,8 @@ class Job:
     heartbeat_at: float | None = None
     owner: str = DEFAULT_OWNER
     batch_id: str | None = None
+    segment: int | None = None  # segmented videos: the segment being rendered (1-based) ...
+    total_segments: int | None = None  # ... of this many; None for one-render jobs
     webhook: dict | None = None  # {"url", "status", "attempts", ...}: the delivery of the final state
     expires_at: float | None = None  # derived by the store: finished_at + its retention
     replayed: bool = False  # derived: create() returned the job an earlier request with this key created
@@ -91,6 +93,8 @@ class Job:
             "timings_s": self.timings,
             "owner": self.owner,
             "batch_id": self.batch_id,
+            "segment": self.segment,
+            "total_segments": self.total_segments,
             "expires_at": iso_utc(self.expires_at),
             "webhook": _public_webhook(self.webhook),
         }
@@ -182,6 +186,9 @@ class JobStore(Protocol):
         fingerprints differ. Checking and creating are one atomic step, so racing requests create one job.
         """
 
+    def idempotent_job_id(self, owner: str, key: str) -> str | None:
+        """The job ``owner``'s key created, while both are kept; a read-only look-up (create() decides)."""
+
     def list_jobs(
         self,
         owner: str | None,
@@ -205,6 +212,13 @@ class JobStore(Protocol):
     def existing(self, job_ids: list[str]) -> set[str]:
         """Which of ``job_ids`` have a record (the sweeper deletes files of the others)."""
 
+    def queued_jobs_of(self, owner: str) -> int:
+        """Queued jobs of ``owner``, all kinds together (its per-tenant limit)."""
+
+    def take_token(self, bucket: str, rate_per_s: float, burst: int, now: float | None = None) -> float:
+        """Take one token from the named bucket (refilled at ``rate_per_s`` up to ``burst``), shared by every
+        process on the store: 0 when taken, else the seconds until a token will be there (nothing taken)."""
+
     def take_due_webhooks(self, now: float, lease_s: float, limit: int = 20) -> list[Job]:
         """Ended jobs whose webhook delivery is due; each is leased for ``lease_s`` so that two deliverers do
         not post it at the same moment (delivery is still at-least-once)."""
@@ -215,8 +229,17 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> Job:
         """Return the job or raise ``JobNotFoundError``."""
 
-    def claim_next(self, kind: str, worker: str) -> Job | None:
-        """Atomically take the oldest queued job of ``kind`` for ``worker``: queued -> running, attempts + 1.
+    def get_many(self, job_ids: list[str]) -> dict[str, Job]:
+        """The jobs of ``job_ids`` that exist, by id, in one round trip (event streams share one poll)."""
+
+    def claim_next(self, kind: str, worker: str, prefer_loras: frozenset[str] = frozenset()) -> Job | None:
+        """Atomically take a queued job of ``kind`` for ``worker``: queued -> running, attempts + 1.
+
+        ``prefer_loras``: the motion LoRAs the worker holds; among the next few jobs in claim order, one that
+        needs none or one of these goes first, unless the head has waited too long (``lora_affinity``).
+
+        Tenants take turns: the job is the oldest of the tenant whose last claim of this kind is the oldest
+        (a tenant never served goes first); within a tenant, jobs go oldest first.
 
         None if nothing is queued. Racing workers never get the same job. A queued job already flagged for
         cancellation is ended as cancelled instead of being handed out.
@@ -238,6 +261,27 @@ class JobStore(Protocol):
 
     def queue_depth(self, kind: str) -> int:
         """How many jobs of ``kind`` wait to be claimed."""
+
+    def create_batch(
+        self,
+        kind: str,
+        jobs: list[tuple[str, dict]],
+        batch_id: str,
+        *,
+        owner: str = DEFAULT_OWNER,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
+    ) -> list[Job]:
+        """Persist ``(job id, params)`` as queued jobs of one batch in one atomic step: all of them or none.
+
+        With ``idempotency`` the key is bound to the batch's first job: a replay returns the earlier batch's
+        jobs (each with ``replayed`` set), a different request raises ``IdempotencyConflict``."""
+
+    def batch_jobs(self, batch_id: str) -> list[Job]:
+        """The jobs of a batch in the order they were given to ``create_batch``; empty if there is none."""
+
+    def report_segment(self, job_id: str, segment: int, total_segments: int, worker: str | None = None) -> None:
+        """Record which segment (1-based) of a segmented video is rendering (only while it runs for ``worker``)."""
 
     def report_progress(self, job_id: str, step: int, total_steps: int, worker: str | None = None) -> None:
         """Record progress of a running job (only if it still runs for ``worker``, when given)."""

@@ -37,7 +37,10 @@ class JobWorker:
         kind: str,
         run_job: Callable[[Job, str], None],
         queue: JobQueueConfig,
+        claim_preference: Callable[[], frozenset[str]] | None = None,
     ) -> None:
+        # what the replica holds (its motion LoRAs): claims prefer jobs that need nothing else loaded
+        self.claim_preference = claim_preference
         self.store = store
         self.kind = kind
         self.run_job = run_job
@@ -72,7 +75,10 @@ class JobWorker:
         while not self._stopping.is_set():
             try:
                 self._maybe_reap()
-                job = self.store.claim_next(self.kind, self.name)
+                if self.claim_preference is not None:
+                    job = self.store.claim_next(self.kind, self.name, prefer_loras=self.claim_preference())
+                else:
+                    job = self.store.claim_next(self.kind, self.name)
             except Exception:
                 log.exception("%s: the job store is unavailable; retrying", self.name)
                 self._stopping.wait(max(self.queue.poll_interval_s, 1.0))

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from pipelines.background.scene_templates import BASE_NEGATIVE_PROMPT
 from pipelines.common.callbacks import CancelCheck, ProgressCallback
 from pipelines.common.config import StrictModel, tiny_model_field
 from pipelines.common.errors import InvalidInputError, JobCancelledError, ModelNotFoundError
+from pipelines.common.runtime_options import check_option_combination, normalise_attention_backend
 from pipelines.common.stage_clock import StageClock
 from pipelines.common.text import check_text
 
@@ -89,6 +90,32 @@ class BackgroundModelConfig(StrictModel):
     variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16'.")
     vae_tiling: bool = Field(default=False, description="Decode in tiles: less memory, slower, rarely needed.")
     allow_tf32: bool = True
+    # The video model's speed options, with the same names, rules and checks (pipelines.common.runtime_options).
+    attention_backend: str | None = Field(
+        default=None,
+        description="diffusers attention backend for the UNet (e.g. '_native_cudnn', 'flash', '_flash_3', 'sage'); "
+        "null keeps the default (PyTorch scaled_dot_product_attention). Checked against the device and the "
+        "installed kernels when the model loads.",
+    )
+    compile: Literal["none", "regional"] = Field(
+        default="none",
+        description="'regional': torch.compile each of the UNet's transformer blocks (blocks of one shape share a "
+        "compiled graph). The first background of each new size pays the compilation.",
+    )
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs", "reduce-overhead"] = Field(
+        default="default",
+        description="torch.compile mode for `compile: regional`; 'reduce-overhead' adds CUDA graphs (GPU only).",
+    )
+
+    @field_validator("attention_backend")
+    @classmethod
+    def _known_attention_backend(cls, value: str | None) -> str | None:
+        return normalise_attention_backend(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BackgroundModelConfig:
+        check_option_combination(self.attention_backend, self.dtype, self.compile, self.compile_mode)
+        return self
 
 
 @dataclass(frozen=True)
@@ -254,8 +281,9 @@ def load_sdxl_pipeline(config: BackgroundModelConfig):
 
     from pipelines.common.devices import DTYPES, resolve_device
 
-    path = _pipeline_folder(config)
     device = resolve_device(config.device)
+    check_runtime_options(config, device)  # before any weights are read
+    path = _pipeline_folder(config)
     if config.allow_tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -272,10 +300,38 @@ def load_sdxl_pipeline(config: BackgroundModelConfig):
         # SDXL base ships Euler; the training schedule (betas, spacing, offset) carries over from its config.
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
     pipe.to(device)
+    apply_runtime_options(pipe, config)
     if config.vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def check_runtime_options(config: BackgroundModelConfig, device) -> None:
+    """Refuse, before loading anything, the speed options this device or image cannot run."""
+    from pipelines.common.runtime_options import check_attention_backend, check_compile
+
+    if config.attention_backend is not None:
+        check_attention_backend(config.attention_backend, device)
+    if config.compile != "none":
+        check_compile(config.compile, config.compile_mode, device)
+
+
+def apply_runtime_options(pipe, config: BackgroundModelConfig) -> None:
+    """Attention backend, then regional compile, on the UNet (the denoiser is where the time goes).
+
+    The stock SDXL processors ignore the dispatcher, so a backend first swaps in one that uses it
+    (:mod:`pipelines.background.sdxl_attention`); with no backend set the stock processors stay.
+    """
+    from pipelines.background.sdxl_attention import DispatchedAttnProcessor
+    from pipelines.common.runtime_options import compile_repeated_blocks, set_models_attention_backend
+
+    if config.attention_backend is not None:
+        pipe.unet.set_attn_processor(DispatchedAttnProcessor())
+        set_models_attention_backend([pipe.unet], config.attention_backend)
+    if config.compile == "regional":
+        compile_repeated_blocks([pipe.unet], config.compile_mode)
+        log.info("compiled the UNet's transformer blocks (mode %s)", config.compile_mode)
 
 
 def _pipeline_folder(config: BackgroundModelConfig) -> Path:

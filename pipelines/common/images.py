@@ -20,6 +20,10 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 # Transparent pixels become white: a neutral backdrop the video model treats as empty studio space.
 FLATTEN_COLOUR = (255, 255, 255)
+# The only decoders Pillow may run on an upload. Everything else (EPS and PostScript, which hand the file to
+# Ghostscript; PSD, ICO, SGI, PCX, the scientific and legacy formats) is refused before any decoder runs.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+ALLOWED_FORMAT_NAMES = "PNG, JPEG, WebP, BMP, TIFF or GIF (its first frame)"
 
 
 def decode_image(
@@ -40,7 +44,7 @@ def decode_image(
         with warnings.catch_warnings():
             # PIL warns (rather than raises) between 1x and 2x its own limit; ours is checked below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise InputTooLargeError(
@@ -57,7 +61,7 @@ def decode_image(
         ) from exc
     except UnidentifiedImageError as exc:
         raise InvalidInputError(
-            "the upload is not an image in a format we can read (use PNG, JPEG or WebP)", field=field
+            f"the upload is not an image in an accepted format; send {ALLOWED_FORMAT_NAMES}", field=field
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(

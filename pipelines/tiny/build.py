@@ -21,6 +21,8 @@ from pipelines.tiny.qwen import TINY_QWEN, build_tiny_qwen
 from pipelines.tiny.sdxl import TINY_SDXL, build_tiny_sdxl
 from pipelines.tiny.segmentation import TINY_BIREFNET, TINY_U2NET, build_tiny_birefnet, build_tiny_u2net
 from pipelines.tiny.wan import TINY_WAN_I2V, TINY_WAN_LORA, build_wan_i2v, build_wan_lora
+from pipelines.tiny.wan_loras import TINY_WAN_MOTION_LORAS, build_tiny_motion_loras
+from pipelines.tiny.wan_vace import TINY_WAN_VACE, build_wan_vace
 
 BUILD_MARKER = "vividflow-tiny.json"
 BUILDER_VERSION = 2  # 2: one-block Wan experts, a Wan VAE without residual blocks
@@ -29,6 +31,8 @@ BUILDER_VERSION = 2  # 2: one-block Wan experts, a Wan VAE without residual bloc
 _BUILDERS = {
     TINY_WAN_I2V: build_wan_i2v,
     TINY_WAN_LORA: build_wan_lora,
+    TINY_WAN_VACE: build_wan_vace,
+    TINY_WAN_MOTION_LORAS: build_tiny_motion_loras,
     TINY_QWEN: build_tiny_qwen,
     TINY_CLIP: build_tiny_clip,
     TINY_SDXL: build_tiny_sdxl,

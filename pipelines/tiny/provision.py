@@ -13,21 +13,30 @@ from pipelines.background.clip_analysis import AnalyzerConfig
 from pipelines.background.sdxl import BackgroundModelConfig
 from pipelines.background.segmentation.chain import BIREFNET_FILE, U2NET_FILE, SegmentationConfig
 from pipelines.common.errors import ModelNotFoundError
+from pipelines.edit.config import EditModelConfig
 from pipelines.prompts.expansion import ExpanderConfig
 from pipelines.tiny.build import BUILD_MARKER, ensure_tiny_model
 from pipelines.tiny.clip import TINY_CLIP
 from pipelines.tiny.qwen import TINY_QWEN
 from pipelines.tiny.sdxl import TINY_SDXL
 from pipelines.tiny.wan import TINY_WAN_I2V
+from pipelines.tiny.wan_loras import TINY_WAN_MOTION_LORAS
+from pipelines.tiny.wan_vace import TINY_WAN_VACE
 from pipelines.video.config import VideoModelConfig
 
-ModelConfig = VideoModelConfig | BackgroundModelConfig | AnalyzerConfig | ExpanderConfig | SegmentationConfig
+ModelConfig = (
+    EditModelConfig | VideoModelConfig | BackgroundModelConfig | AnalyzerConfig | ExpanderConfig | SegmentationConfig
+)
 
 
 def provision_tiny_models(config: ModelConfig) -> None:
     """Build each tiny model ``config`` names into its configured folder, if it is missing or outdated."""
-    if isinstance(config, VideoModelConfig):
+    if isinstance(config, EditModelConfig):  # before VideoModelConfig: it extends it
+        _build(config.tiny_model, TINY_WAN_VACE, config.path, "video editing")
+    elif isinstance(config, VideoModelConfig):
         _build(config.tiny_model, TINY_WAN_I2V, config.path, "video generation")
+        if config.loras is not None:
+            _build(config.loras.tiny_model, TINY_WAN_MOTION_LORAS, config.loras.path, "motion LoRAs")
     elif isinstance(config, BackgroundModelConfig):
         _build(config.tiny_model, TINY_SDXL, config.path, "backgrounds")
     elif isinstance(config, AnalyzerConfig):

@@ -7,45 +7,11 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipelines.common.config import StrictModel, tiny_model_field
-
-# diffusers 0.42's attention dispatcher backends (``AttentionBackendName``) that a replica may select.
-# Left out: the ``*_hub`` backends, which download kernels from the Hugging Face Hub at run time (replicas
-# run offline), and the NPU and XLA ones (no such hardware here). tests check this list against diffusers.
-ATTENTION_BACKENDS = (
-    "native",
-    "_native_math",
-    "_native_efficient",
-    "_native_flash",
-    "_native_cudnn",
-    "flex",
-    "flash",
-    "flash_varlen",
-    "_flash_3",
-    "_flash_varlen_3",
-    "sage",
-    "sage_varlen",
-    "_sage_qk_int8_pv_fp8_cuda",
-    "_sage_qk_int8_pv_fp8_cuda_sm90",
-    "_sage_qk_int8_pv_fp16_cuda",
-    "_sage_qk_int8_pv_fp16_triton",
-    "xformers",
-)
-# Backends whose kernels take only bfloat16/float16 queries, keys and values.
-HALF_PRECISION_ATTENTION = frozenset(
-    {
-        "_native_flash",
-        "_native_cudnn",
-        "flash",
-        "flash_varlen",
-        "_flash_3",
-        "_flash_varlen_3",
-        "sage",
-        "sage_varlen",
-        "_sage_qk_int8_pv_fp8_cuda",
-        "_sage_qk_int8_pv_fp8_cuda_sm90",
-        "_sage_qk_int8_pv_fp16_cuda",
-        "_sage_qk_int8_pv_fp16_triton",
-    }
+from pipelines.common.runtime_options import (  # noqa: F401  (ATTENTION_BACKENDS etc. re-exported for tests)
+    ATTENTION_BACKENDS,
+    HALF_PRECISION_ATTENTION,
+    check_option_combination,
+    normalise_attention_backend,
 )
 
 
@@ -56,6 +22,21 @@ class LoraFuseConfig(StrictModel):
     weight_name: str | None = Field(default=None, description="File name inside `path`.")
     scale_high_noise: float = Field(default=3.0, ge=0.0, description="Fuse scale for `transformer`.")
     scale_low_noise: float = Field(default=1.0, ge=0.0, description="Fuse scale for `transformer_2`.")
+
+
+class MotionLoraLibraryConfig(StrictModel):
+    """The motion LoRA library: a read-only folder with a manifest, applied per job beside the base weights."""
+
+    path: str = Field(description="Folder holding the manifest and the LoRA files (production: on the model volume).")
+    manifest: str = Field(default="manifest.yaml", description="The manifest's file name inside `path`.")
+    tiny_model: str | None = tiny_model_field("path")
+    max_adapters: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Adapters kept loaded per replica (on its device), least recently used evicted first; a job "
+        "whose LoRA is held starts without reading a file.",
+    )
 
 
 class VideoModelConfig(StrictModel):
@@ -71,6 +52,11 @@ class VideoModelConfig(StrictModel):
     )
     vae_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraFuseConfig | None = None
+    loras: MotionLoraLibraryConfig | None = Field(
+        default=None,
+        description="Per-job motion LoRAs (`lora`, `lora_strength` on video jobs), run unmerged beside the fused, "
+        "possibly quantised, experts; null: jobs cannot ask for one.",
+    )
     quantize_experts: Literal["none", "fp8_dynamic", "fp8_weight_only", "int8_weight_only"] = "none"
     quantize_text_encoder: Literal["none", "int8_weight_only", "fp8_weight_only"] = "none"
     vae_tiling: bool = False
@@ -104,26 +90,23 @@ class VideoModelConfig(StrictModel):
     @field_validator("attention_backend")
     @classmethod
     def _known_attention_backend(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        name = value.strip().lower()
-        if name.endswith("_hub"):
-            raise ValueError(
-                f"attention_backend {value!r} downloads its kernel from the Hugging Face Hub at run time, which "
-                "replicas cannot do; install the kernel package in the image and use its local backend instead"
-            )
-        if name not in ATTENTION_BACKENDS:
-            raise ValueError(f"unknown attention_backend {value!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
-        return name
+        return normalise_attention_backend(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> VideoModelConfig:
         if self.prequantized_path is not None and self.experts_path is not None:
             raise ValueError("set either prequantized_path or experts_path: the prepared folder holds the experts")
-        if self.attention_backend in HALF_PRECISION_ATTENTION and self.dtype == "float32":
-            raise ValueError(
-                f"attention_backend {self.attention_backend!r} needs dtype bfloat16 or float16, not float32"
-            )
-        if self.compile == "none" and self.compile_mode != "default":
-            raise ValueError("compile_mode only applies with compile: regional")
+        check_option_combination(self.attention_backend, self.dtype, self.compile, self.compile_mode)
         return self
+
+
+class VideoLimits(StrictModel):
+    """What a video job may ask for (``ingress.videos:`` in the app config); the ingress applies it."""
+
+    max_duration_s: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=60.0,
+        description="Longest video accepted, in seconds; above 5 s a video renders as chained segments of at "
+        "most 5 s (its cost grows with the number of segments).",
+    )

@@ -17,13 +17,15 @@ Every option that a device cannot run is refused before any weights are read, wi
 from __future__ import annotations
 
 import logging
-import shutil
+import shutil  # noqa: F401  (the compile check looks up a C++ compiler; tests patch shutil.which through here)
 from pathlib import Path
 
 import torch
 
+from pipelines.common import runtime_options
 from pipelines.common.devices import DTYPES, require_fp8_compute, resolve_device
-from pipelines.common.errors import ModelNotFoundError, UnsupportedHardwareError
+from pipelines.common.errors import ModelNotFoundError
+from pipelines.common.runtime_options import check_attention_backend
 from pipelines.video.config import VideoModelConfig
 from pipelines.video.cpu_vae import use_onednn_convolutions
 from pipelines.video.prepared_experts import load_prepared_experts, read_prepared_marker
@@ -31,24 +33,6 @@ from pipelines.video.prepared_experts import load_prepared_experts, read_prepare
 log = logging.getLogger(__name__)
 
 EXPERTS = ("transformer", "transformer_2")
-
-# Attention backends that run on a CPU; every other one needs a CUDA GPU.
-CPU_ATTENTION_BACKENDS = frozenset({"native", "_native_math", "flex"})
-# Lowest compute capability each GPU attention kernel supports (absent: any CUDA GPU).
-ATTENTION_MIN_CAPABILITY = {
-    "flash": (8, 0),
-    "flash_varlen": (8, 0),
-    "_flash_3": (9, 0),
-    "_flash_varlen_3": (9, 0),
-    "_native_flash": (8, 0),
-    "_native_cudnn": (8, 0),
-    "sage": (8, 0),
-    "sage_varlen": (8, 0),
-    "_sage_qk_int8_pv_fp8_cuda": (8, 9),
-    "_sage_qk_int8_pv_fp8_cuda_sm90": (9, 0),
-    "_sage_qk_int8_pv_fp16_cuda": (8, 0),
-    "_sage_qk_int8_pv_fp16_triton": (8, 0),
-}
 
 
 def load_wan_pipeline(config: VideoModelConfig):
@@ -137,76 +121,19 @@ def check_runtime_options(config: VideoModelConfig, device: torch.device) -> Non
         check_compile(config, device)
 
 
-def check_attention_backend(name: str, device: torch.device) -> None:
-    if device.type != "cuda":
-        if name not in CPU_ATTENTION_BACKENDS:
-            raise UnsupportedHardwareError(
-                f"attention_backend {name!r} needs a CUDA GPU; this replica runs on {device.type}. "
-                f"On a CPU use one of {', '.join(sorted(CPU_ATTENTION_BACKENDS))}, or leave it unset."
-            )
-        return
-    needed = ATTENTION_MIN_CAPABILITY.get(name)
-    capability = torch.cuda.get_device_capability(device)
-    if needed is not None and capability < needed:
-        raise UnsupportedHardwareError(
-            f"attention_backend {name!r} needs compute capability >= {needed[0]}.{needed[1]}; this GPU has "
-            f"{capability[0]}.{capability[1]}. Use '_native_cudnn', 'native' or leave it unset."
-        )
-    try:
-        from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
-    except ImportError:  # the private check moved: set_attention_backend still reports a missing package
-        return
-    try:
-        _check_attention_backend_requirements(AttentionBackendName(name))
-    except (RuntimeError, ValueError) as exc:
-        raise UnsupportedHardwareError(f"attention_backend {name!r} cannot run in this image: {exc}") from None
-
-
 def check_compile(config: VideoModelConfig, device: torch.device) -> None:
-    what = f"compile: {config.compile}"
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            raise UnsupportedHardwareError(f"{what} needs Triton for this GPU; install it or set compile: none")
-        return
-    if config.compile_mode == "reduce-overhead":
-        raise UnsupportedHardwareError(
-            f"compile_mode: reduce-overhead records CUDA graphs and needs a CUDA GPU; this replica runs on "
-            f"{device.type}. Use compile_mode: default."
-        )
-    if not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
-        raise UnsupportedHardwareError(f"{what} on {device.type} needs a C++ compiler (g++) for TorchInductor")
+    runtime_options.check_compile(config.compile, config.compile_mode, device)
 
 
 def set_attention_backend(pipe, name: str) -> None:
-    """Route both experts' attention through diffusers' backend ``name``.
-
-    diffusers also makes the last backend set the default of the whole process; that default is put back,
-    so other models in the same process keep theirs (the experts' processors hold their own choice).
-    """
-    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
-
-    previous = _AttentionBackendRegistry._active_backend
-    try:
-        for expert in _experts(pipe):
-            expert.set_attention_backend(name)
-    except RuntimeError as exc:
-        raise UnsupportedHardwareError(f"attention_backend {name!r} cannot run in this image: {exc}") from None
-    finally:
-        _AttentionBackendRegistry.set_active_backend(previous)
-    log.info("attention backend %s", name)
+    """Route both experts' attention through diffusers' backend ``name`` (the process default stays as it was)."""
+    runtime_options.set_models_attention_backend(_experts(pipe), name)
 
 
 def compile_experts(pipe, config: VideoModelConfig) -> None:
-    """Regional compilation: ``torch.compile`` on each transformer block rather than the whole model.
-
-    All blocks of both experts share one code object, so Dynamo traces it once per input shape and
-    the 80 blocks reuse the compiled graph with their own weights.
-    """
-    mode = None if config.compile_mode == "default" else config.compile_mode
-    for expert in _experts(pipe):
-        expert.compile_repeated_blocks(fullgraph=True, mode=mode)
+    """Regional compilation of both experts: all their blocks share one code object, so Dynamo traces it once
+    per input shape and the 80 blocks reuse the compiled graph with their own weights."""
+    runtime_options.compile_repeated_blocks(_experts(pipe), config.compile_mode)
     log.info("compiled the experts' transformer blocks (mode %s)", config.compile_mode)
 
 

@@ -2,6 +2,11 @@
 
 The plan endpoint and the pipeline both call :func:`plan_video`, so what a user previews is exactly
 what gets rendered (VividFlow's preview used a different formula from its resize).
+
+Every other picture of a request (``last_image``, the later views of a multi-view video) follows one rule:
+it takes the *first* picture's output size, is centre-cropped to that aspect ratio (the largest centred box
+that fits) and Lanczos-resized, so nothing is stretched and mixed aspect ratios need no choice from the user.
+:func:`follower_crop` computes that crop and the plan endpoint reports it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ MAX_ASPECT = LONG_SIDE / SHORT_SIDE
 # Sides within 2 % of each other count as square; otherwise a 1000x990 photo would jump to 832x816.
 SQUARE_TOLERANCE = 0.02
 MIN_DURATION_S = 0.5
-MAX_DURATION_S = 5.0
+# One render of the model: 81 frames. Longer videos are chained segments of at most this long.
+MAX_SEGMENT_S = 5.0
+# The ceiling of any video; a deployment sets its own maximum at or below it (``ingress.videos``).
+MAX_DURATION_S = 60.0
+DEFAULT_MAX_DURATION_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,35 @@ def plan_video(width: int, height: int, duration_s: float) -> VideoPlan:
     )
 
 
+def follower_crop(width: int, height: int, plan: VideoPlan) -> tuple[int, int, int, int]:
+    """The centred crop box of a later picture (``last_image``, a later view) with the plan's aspect ratio."""
+    target = plan.width / plan.height
+    if width / height > target:  # wider than the output: keep the full height
+        kept = min(width, max(1, round(height * target)))
+        left = (width - kept) // 2
+        return left, 0, left + kept, height
+    kept = min(height, max(1, round(width / target)))
+    top = (height - kept) // 2
+    return 0, top, width, top + kept
+
+
+def prepare_follower(image: Image.Image, plan: VideoPlan) -> Image.Image:
+    """Crop and Lanczos-resize a later picture to the first picture's output size (the rule above)."""
+    box = follower_crop(image.width, image.height, plan)
+    cropped = image.crop(box) if box != (0, 0, *image.size) else image
+    return cropped.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
+
+
+def follower_dict(width: int, height: int, plan: VideoPlan) -> dict:
+    """What the plan endpoint reports for a later picture: its size, the crop kept, the size it becomes."""
+    box = follower_crop(width, height, plan)
+    return {
+        "input": {"width": width, "height": height},
+        "crop": dict(zip(("left", "top", "right", "bottom"), box, strict=True)),
+        "output": {"width": plan.width, "height": plan.height},
+    }
+
+
 def prepare_image(image: Image.Image, plan: VideoPlan) -> Image.Image:
     """Crop and Lanczos-resize ``image`` to the plan's output size."""
     if image.size != (plan.input_width, plan.input_height):
@@ -97,4 +135,14 @@ def prepare_image(image: Image.Image, plan: VideoPlan) -> Image.Image:
     return cropped.resize((plan.width, plan.height), Image.Resampling.LANCZOS)
 
 
-__all__ = ["FPS", "VideoPlan", "frames_for_duration", "output_size", "plan_video", "prepare_image"]
+__all__ = [
+    "FPS",
+    "VideoPlan",
+    "follower_crop",
+    "follower_dict",
+    "frames_for_duration",
+    "output_size",
+    "plan_video",
+    "prepare_follower",
+    "prepare_image",
+]

@@ -7,43 +7,32 @@ every step and stop at the next step when asked. Loading lives in ``wan_loading`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from pipelines.common.callbacks import CancelCheck, ProgressCallback
-from pipelines.common.errors import JobCancelledError
+from pipelines.common.errors import InvalidInputError
 from pipelines.common.stage_clock import StageClock
-from pipelines.video.plan import plan_video, prepare_image
+from pipelines.video.chained import SegmentInput, SegmentResult, VideoResult, render_chain
+from pipelines.video.decode_checks import cancellable_decode
 from pipelines.video.request import VideoRequest
 
-
-@dataclass
-class VideoResult:
-    frames: np.ndarray  # uint8, (frames, height, width, 3)
-    fps: int
-    seed: int
-    timings_s: dict[str, float] = field(default_factory=dict)
-    experts_per_step: list[str] = field(default_factory=list)
-    step_timings_s: list[float] = field(default_factory=list)  # each denoising step, in order
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
+__all__ = ["SegmentInput", "SegmentResult", "VideoResult", "WanImageToVideo"]
 
 
 class WanImageToVideo:
     """One loaded Wan I2V pipeline. Calls are serialised: a replica renders one video at a time."""
 
-    def __init__(self, pipe, *, max_sequence_length: int = 512) -> None:
+    streams_segments = True  # takes ``sink`` and ``segment_started`` (see __call__)
+
+    def __init__(self, pipe, *, max_sequence_length: int = 512, motion_loras=None) -> None:
         self.pipe = pipe
+        self.motion_loras = motion_loras  # pipelines.video.lora_adapters.MotionLoras, or None: no LoRA library
         self.max_sequence_length = max_sequence_length
         self.boundary_ratio = pipe.config.boundary_ratio
         if self.boundary_ratio is not None and pipe.transformer_2 is None:
@@ -54,7 +43,13 @@ class WanImageToVideo:
     def from_config(cls, config) -> WanImageToVideo:
         from pipelines.video.loading import load_wan_pipeline
 
-        return cls(load_wan_pipeline(config), max_sequence_length=config.max_sequence_length)
+        pipe = load_wan_pipeline(config)
+        motion_loras = None
+        if config.loras is not None:
+            from pipelines.video.lora_adapters import MotionLoras
+
+            motion_loras = MotionLoras(pipe, config.loras)
+        return cls(pipe, max_sequence_length=config.max_sequence_length, motion_loras=motion_loras)
 
     @property
     def device(self) -> torch.device:
@@ -65,58 +60,89 @@ class WanImageToVideo:
         request: VideoRequest,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
+        loras: Sequence[tuple[str, float]] = (),
+        *,
+        sink=None,
+        segment_started: Callable[[int, int], None] | None = None,
     ) -> VideoResult:
-        with self._lock, torch.inference_mode():
-            return self._run(request, progress, should_cancel)
+        """``loras``: (library id, strength) pairs active for this call only (motion LoRAs).
 
-    def _run(self, request: VideoRequest, progress, should_cancel) -> VideoResult:
-        pipe, device = self.pipe, self.device
-        plan = plan_video(request.image.width, request.image.height, request.duration_s)
-        image = prepare_image(request.image, plan)
-        timings: dict[str, float] = {}
-        uses_guidance = max(request.guidance_scale, request.guidance_scale_2) > 1.0
+        ``progress`` gets (steps done, steps in all) over the whole video, every segment included;
+        ``segment_started`` gets (segment index, segments in all) as each segment begins. ``sink`` (a
+        ``pipelines.video.segment_pieces.SegmentSink``) receives each finished segment; segments it already
+        holds are not rendered again. Without one the frames are kept in memory and returned."""
+        with self._lock, torch.inference_mode(), self._motion_lora_scope(loras) as switch:
+            result = self._run(request, progress, should_cancel, sink, segment_started)
+        if switch is not None:
+            result.timings_s["lora_switch"] = switch.seconds
+        return result
 
-        def check(where: str) -> None:
-            # Between stages as well as between steps: image encoding and decoding are seconds long on a GPU
-            # and minutes on a CPU, so a cancel must not wait for them to finish.
-            if should_cancel is not None and should_cancel():
-                raise JobCancelledError(f"cancelled {where}")
+    # Motion LoRAs (issue #13): hooked in for one call, under the render lock, and always removed after it, so
+    # no render ever runs with another job's adapter. The denoise loop itself knows nothing of them.
+    def _motion_lora_scope(self, loras: Sequence[tuple[str, float]]):
+        if not loras:
+            return contextlib.nullcontext()
+        if self.motion_loras is None:
+            raise InvalidInputError("this service has no LoRA library (video_generator.model.loras)", field="lora")
+        return self.motion_loras.applied(loras)
 
-        check("before text encoding")
-        clock = StageClock(device)
+    def _run(self, request: VideoRequest, progress, should_cancel, sink=None, segment_started=None) -> VideoResult:
+        return render_chain(self, request, progress, should_cancel, sink=sink, segment_started=segment_started)
+
+    def encode_text(self, prompt: str, negative_prompt: str, uses_guidance: bool):
+        """Prompt embeddings (and the negative ones when guidance is on) in the experts' dtype."""
+        pipe = self.pipe
         prompt_embeds, negative_embeds = pipe.encode_prompt(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
             do_classifier_free_guidance=uses_guidance,
             num_videos_per_prompt=1,
             max_sequence_length=self.max_sequence_length,
-            device=device,
+            device=self.device,
         )
         expert_dtype = pipe.transformer.dtype
         prompt_embeds = prompt_embeds.to(expert_dtype)
         if negative_embeds is not None:
             negative_embeds = negative_embeds.to(expert_dtype)
-        timings["text_encode"] = clock.lap()
-        check("after text encoding, before image encoding")
+        return prompt_embeds, negative_embeds
 
+    def render_segment(
+        self,
+        segment: SegmentInput,
+        progress: ProgressCallback | None = None,
+        check: Callable[[str], None] = lambda where: None,
+    ) -> SegmentResult:
+        """One render of at most 81 frames that starts on ``segment.first`` and, with ``segment.last``, ends
+        on it. First/last-frame conditioning follows diffusers' ``WanImageToVideoPipeline`` (0.42): the
+        condition video is [first, zeros, last] encoded by the VAE together, and the mask marks the first
+        and the last frame as known (without ``last``: the first only)."""
+        pipe, device = self.pipe, self.device
+        clock = StageClock(device)
+        timings: dict[str, float] = {}
         # A CPU generator gives the same noise for the same seed on every device.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
-        image_tensor = pipe.video_processor.preprocess(image, height=plan.height, width=plan.width)
+        generator = torch.Generator("cpu").manual_seed(segment.seed)
+        first = pipe.video_processor.preprocess(segment.first, height=segment.height, width=segment.width)
+        last = None
+        if segment.last is not None:
+            last = pipe.video_processor.preprocess(segment.last, height=segment.height, width=segment.width)
+            last = last.to(device, dtype=torch.float32)
         latents, condition = pipe.prepare_latents(
-            image_tensor.to(device, dtype=torch.float32),
+            first.to(device, dtype=torch.float32),
             1,
             pipe.vae.config.z_dim,
-            plan.height,
-            plan.width,
-            plan.frames,
+            segment.height,
+            segment.width,
+            segment.frames,
             torch.float32,
             device,
             generator,
+            last_image=last,
         )
         timings["image_encode"] = clock.lap()
 
+        expert_dtype = pipe.transformer.dtype
         scheduler = copy.deepcopy(pipe.scheduler)
-        scheduler.set_timesteps(request.steps, device=device)
+        scheduler.set_timesteps(segment.steps, device=device)
         timesteps = scheduler.timesteps
         boundary = None if self.boundary_ratio is None else self.boundary_ratio * scheduler.config.num_train_timesteps
         total = len(timesteps)
@@ -127,17 +153,20 @@ class WanImageToVideo:
             check(f"before step {index + 1} of {total}")
             high_noise = boundary is None or t >= boundary
             model = pipe.transformer if high_noise else pipe.transformer_2
-            scale = request.guidance_scale if high_noise else request.guidance_scale_2
+            scale = segment.guidance_scale if high_noise else segment.guidance_scale_2
             model_input = torch.cat([latents, condition], dim=1).to(expert_dtype)
             timestep = t.expand(latents.shape[0])
             noise = model(
-                hidden_states=model_input, timestep=timestep, encoder_hidden_states=prompt_embeds, return_dict=False
+                hidden_states=model_input,
+                timestep=timestep,
+                encoder_hidden_states=segment.prompt_embeds,
+                return_dict=False,
             )[0]
             if scale > 1.0:
                 unconditional = model(
                     hidden_states=model_input,
                     timestep=timestep,
-                    encoder_hidden_states=negative_embeds,
+                    encoder_hidden_states=segment.negative_embeds,
                     return_dict=False,
                 )[0]
                 noise = unconditional + scale * (noise - unconditional)
@@ -150,17 +179,10 @@ class WanImageToVideo:
                 progress(index + 1, total)
         check(f"after step {total} of {total}, before decoding")
 
-        frames = self._decode(latents)
+        with cancellable_decode(pipe.vae, check):  # the decode is the longest stage: checked per latent frame
+            frames = self._decode(latents)
         timings["vae_decode"] = clock.lap()
-        check("after decoding")
-        return VideoResult(
-            frames=frames,
-            fps=plan.fps,
-            seed=request.seed,
-            timings_s=timings,
-            experts_per_step=experts,
-            step_timings_s=step_timings,
-        )
+        return SegmentResult(frames=frames, timings_s=timings, experts_per_step=experts, step_timings_s=step_timings)
 
     def _decode(self, latents: torch.Tensor) -> np.ndarray:
         vae = self.pipe.vae

@@ -11,7 +11,7 @@ from rich.table import Table
 from vividflow.cli.state import CliState, JsonFlag, emit_json, reported_errors, state_of
 from vividflow.client import Job
 
-jobs_app = typer.Typer(help="Look at and cancel jobs (list and delete are coming).", no_args_is_help=True)
+jobs_app = typer.Typer(help="List, look at, cancel and delete your jobs.", no_args_is_help=True)
 templates_app = typer.Typer(help="The motion and scene templates the service offers.", no_args_is_help=True)
 
 JobIdArg = Annotated[str, typer.Argument(help="The job id (as printed by video/background --no-wait).")]
@@ -40,6 +40,53 @@ def cancel_job(ctx: typer.Context, job_id: JobIdArg, json_output: JsonFlag = Fal
     else:
         pending = " (stops at its next step)" if job.status == "running" else ""
         state.out.print(f"job {job.id}: {job.status}{pending}")
+
+
+@jobs_app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option("--status", help="queued, running, succeeded, failed or cancelled.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="video or background.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Jobs per page.")] = 20,
+    all_pages: Annotated[bool, typer.Option("--all", help="Follow every page, not only the newest.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Your jobs, newest first."""
+    state = state_of(ctx)
+    jobs: list[Job] = []
+    with reported_errors(state, json_output), state.client() as client:
+        cursor = None
+        while True:
+            page = client.list_jobs(status=status, kind=kind, limit=limit, cursor=cursor)
+            jobs += page.jobs
+            cursor = page.next_cursor
+            if cursor is None or not all_pages:
+                break
+    if json_output:
+        emit_json([job.raw for job in jobs])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("id", "kind", "status", "progress", "created"):
+        table.add_column(column, style="bold" if column == "id" else None)
+    for job in jobs:
+        table.add_row(job.id, job.kind, job.status, f"{job.progress:.0%}", job.created_at or "")
+    state.out.print(table)
+    if cursor is not None:
+        state.out.print("(more: --all)")
+
+
+@jobs_app.command("delete")
+def delete_job(ctx: typer.Context, job_id: JobIdArg, json_output: JsonFlag = False) -> None:
+    """Delete a job: cancels it if unfinished, removes its record, input and result."""
+    state = state_of(ctx)
+    with reported_errors(state, json_output), state.client() as client:
+        client.delete_job(job_id)
+    if json_output:
+        emit_json({"id": job_id, "deleted": True})
+    else:
+        state.out.print(f"job {job_id}: deleted")
 
 
 def _print_job(state: CliState, job: Job) -> None:

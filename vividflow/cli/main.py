@@ -12,6 +12,7 @@ import typer
 
 from vividflow.cli import media
 from vividflow.cli.jobs import jobs_app, templates_app
+from vividflow.cli.keys import keys_app
 from vividflow.cli.state import CliState, default_client_factory
 from vividflow.client import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from vividflow.version import __version__
@@ -57,6 +58,7 @@ app.command("plan", no_args_is_help=True)(media.plan)
 app.command("mask", no_args_is_help=True)(media.mask)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(templates_app, name="templates")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

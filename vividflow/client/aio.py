@@ -28,6 +28,7 @@ from vividflow.client.models import (
     Expansion,
     Job,
     JobEvent,
+    JobPage,
     MaskPreview,
     MotionTemplates,
     SceneTemplates,
@@ -147,6 +148,21 @@ class AsyncClient:
 
     async def get_job(self, job: Job | str) -> Job:
         return calls.parse_job(await self._send(Call("GET", calls.job_path(job))))
+
+    async def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of your jobs, newest first; pass ``page.next_cursor`` as ``cursor`` for the next one."""
+        return calls.parse_page(await self._send(calls.list_call(status, kind, limit, cursor)))
+
+    async def delete_job(self, job: Job | str) -> None:
+        """Cancel the job if unfinished and delete its record, input and result (``404`` from then on)."""
+        await self._send(Call("DELETE", calls.job_path(job)))
 
     async def cancel(self, job: Job | str) -> Job:
         return calls.parse_job(await self._send(Call("POST", calls.job_path(job, "/cancel"))))

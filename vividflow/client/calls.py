@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from vividflow.client.errors import ApiError, EventStreamError
-from vividflow.client.models import EXTENSIONS, Job, MaskPreview
+from vividflow.client.models import EXTENSIONS, Job, JobPage, MaskPreview
 from vividflow.client.options import (
     BackgroundOptions,
     CompositionOptions,
@@ -179,6 +179,25 @@ def parse_job(response: httpx.Response) -> Job:
     except (KeyError, TypeError, ValueError) as exc:
         message = f"the answer is not a job: {str(body)[:120]}"
         raise ApiError(response.status_code, "invalid_response", message) from exc
+
+
+def list_call(status: str | None, kind: str | None, limit: int | None, cursor: str | None) -> Call:
+    query = {
+        name: value
+        for name, value in (("status", status), ("kind", kind), ("limit", limit), ("cursor", cursor))
+        if value is not None
+    }
+    return Call("GET", "/v1/jobs" + (f"?{urlencode(query)}" if query else ""))
+
+
+def parse_page(response: httpx.Response) -> JobPage:
+    body = parse_json(response, dict)
+    try:
+        return JobPage.from_json(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(
+            response.status_code, "invalid_response", f"the answer is not a job list: {str(body)[:120]}"
+        ) from exc
 
 
 def parse_mask(response: httpx.Response) -> MaskPreview:

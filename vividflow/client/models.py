@@ -201,3 +201,15 @@ class SceneTemplate(TypedDict):
 class SceneTemplates(TypedDict):
     categories: list[str]
     templates: list[SceneTemplate]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of ``GET /v1/jobs``: newest first; ``next_cursor`` fetches the next page (None: the last)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> JobPage:
+        return cls(jobs=[Job.from_json(job) for job in body["jobs"]], next_cursor=body.get("next_cursor"))

@@ -5,10 +5,10 @@ when a queue is full, ``503`` while it starts): the wait it asks for is honoured
 network may fail: then the wait grows exponentially, with jitter so many clients do not return in step.
 Every retry loop is bounded by attempts and by total time, so a script never hangs on a dead server.
 
-A failure after the request may have reached the server (a read timeout, a dropped connection) is only
-retried for requests that cannot create anything: a resent job submission could create a second job. Each
-submission carries an ``Idempotency-Key`` that stays the same across its retries; once the server honours
-the key (``DESIGN.md`` §6; today it ignores it), ``resend_submits=True`` makes those retries safe too.
+A failure after the request may have reached the server (a read timeout, a dropped connection) is retried
+for job submissions too, because each submission carries an ``Idempotency-Key`` that stays the same across
+its retries and the server answers a repeat with the job the first attempt created (``DESIGN.md`` §6).
+``resend_submits=False`` turns that off for servers that predate the key.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class RetryPolicy:
     retry_statuses: frozenset[int] = frozenset({429, 503})
     # 503s that name a configuration problem (a missing checkpoint, an unsupported GPU): waiting cannot fix them
     permanent_error_types: frozenset[str] = frozenset({"model_not_found", "unsupported_hardware"})
-    resend_submits: bool = False  # retry job submissions after failures that may have reached the server
+    resend_submits: bool = True  # retry job submissions after failures that may have reached the server
 
     def backoff_s(self, attempt: int) -> float:
         """The exponential wait after failed attempt ``attempt`` (1, 2, ...)."""

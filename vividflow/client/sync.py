@@ -21,6 +21,7 @@ from vividflow.client.models import (
     Expansion,
     Job,
     JobEvent,
+    JobPage,
     MaskPreview,
     MotionTemplates,
     SceneTemplates,
@@ -150,6 +151,21 @@ class Client:
 
     def get_job(self, job: Job | str) -> Job:
         return calls.parse_job(self._send(Call("GET", calls.job_path(job))))
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """One page of your jobs, newest first; pass ``page.next_cursor`` as ``cursor`` for the next one."""
+        return calls.parse_page(self._send(calls.list_call(status, kind, limit, cursor)))
+
+    def delete_job(self, job: Job | str) -> None:
+        """Cancel the job if unfinished and delete its record, input and result (``404`` from then on)."""
+        self._send(Call("DELETE", calls.job_path(job)))
 
     def cancel(self, job: Job | str) -> Job:
         """Ask the job to stop (idempotent); a running job stops at its next step. ``409`` once it has succeeded."""
