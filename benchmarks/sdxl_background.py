@@ -79,7 +79,7 @@ BASELINE = {"dtype": "float16", "vae_dtype": "float16", "variant": "fp16", "vae_
 ABLATIONS = {
     "vae_bf16": {"vae_dtype": "bfloat16"},
     "vae_tiling": {"vae_tiling": True},
-    # Not BackgroundModelConfig options yet: reported as unavailable until pipelines/background/sdxl.py has them.
+    # The UNet's speed options (pipelines.common.runtime_options, as on the video side).
     "compile": {"compile": "regional"},
     "attention_backend": {"attention_backend": "_native_cudnn"},
 }

@@ -18,6 +18,7 @@ import numpy as np
 from deployments.config import BackgroundGeneratorConfig, JobQueueConfig, JobStoreConfig
 from deployments.jobs.connect import open_job_store, open_results
 from deployments.jobs.outcome import call_deployment, publish_result, recorded_outcome
+from deployments.jobs.replica import JobReplica
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.retrying import RetryingStore
 from deployments.jobs.store import Job, JobStore
@@ -45,7 +46,7 @@ REQUEST_FIELDS = (
 )
 
 
-class BackgroundGenerator:
+class BackgroundGenerator(JobReplica):
     kind = "background"
 
     def __init__(
@@ -133,7 +134,12 @@ class BackgroundGenerator:
 
         clock = time.perf_counter()
         if choice.output == "cutout":
-            picture = cutout_rgba(np.asarray(request.image), mask.alpha, blend_space=self.config.blend_space)
+            picture = cutout_rgba(
+                np.asarray(request.image),
+                mask.alpha,
+                blend_space=self.config.blend_space,
+                working_megapixels=self.config.working_megapixels,
+            )
         else:
             if backdrop is None:
                 own = np.asarray(request.background_image) if request.background_image is not None else None
@@ -183,28 +189,16 @@ class BackgroundGenerator:
     def _composite(self, request: BackgroundJobRequest, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
         foreground = np.asarray(request.image)
         backdrop = fit_background(background, foreground.shape[1], foreground.shape[0])
-        return composite_onto_background(foreground, backdrop, alpha, blend_space=self.config.blend_space)
+        return composite_onto_background(
+            foreground,
+            backdrop,
+            alpha,
+            blend_space=self.config.blend_space,
+            working_megapixels=self.config.working_megapixels,
+        )
 
     def _save(self, job_id: str, attempt: int, picture: np.ndarray):
         from PIL import Image
 
         data = encode_png(Image.fromarray(picture))  # RGB, or RGBA for a cut-out
         return write_atomically(self.results.result_path(job_id, attempt, "png"), data), len(data)
-
-    def _leave_service(self, error: BaseException) -> None:
-        # The CUDA context may be unusable now: claim nothing more, and fail the health check so Ray replaces
-        # this replica; the job went back to the queue for another one.
-        self.unhealthy = f"a device error ({type(error).__name__}) left this replica unable to render"
-        self.worker.stop_claiming()
-
-    def check_health(self) -> None:
-        if self.unhealthy:
-            raise RuntimeError(self.unhealthy)
-        self.store.ping()
-        if not self.worker.alive:
-            raise RuntimeError("the job worker thread has stopped")
-
-    def __del__(self) -> None:
-        worker = getattr(self, "worker", None)
-        if worker is not None and worker.alive:
-            worker.stop(self.config.deployment.graceful_shutdown_timeout_s)

@@ -169,6 +169,13 @@ class BackgroundGeneratorConfig(StrictModel):
         "models and matting datasets define alpha (linear light would make hair and fur edges paler); "
         "`linear` for mattes defined in linear light.",
     )
+    working_megapixels: float | None = Field(
+        default=4.0,
+        ge=0.25,
+        description="Foreground colour estimation of a larger photo's soft edges runs on a copy of this many "
+        "megapixels and is corrected per pixel at full size; the composite is always full size. null: estimate "
+        "at full size. The matte's working size is the segmenter's `working_megapixels`.",
+    )
     deployment: DeploymentOptions = DeploymentOptions(num_gpus=0.5, max_ongoing_requests=1)
 
 

@@ -16,6 +16,7 @@ import time
 from deployments.config import EditLimits, JobQueueConfig, JobStoreConfig, VideoEditorConfig
 from deployments.jobs.connect import open_job_store, open_results
 from deployments.jobs.outcome import call_deployment, publish_result, recorded_outcome
+from deployments.jobs.replica import JobReplica
 from deployments.jobs.results import ResultFiles
 from deployments.jobs.retrying import RetryingStore
 from deployments.jobs.store import Job, JobStore
@@ -41,7 +42,7 @@ REQUEST_FIELDS = (
 REFERENCE_SUFFIX = "reference.png"
 
 
-class VideoEditor:
+class VideoEditor(JobReplica):
     kind = "edit"
 
     def __init__(
@@ -161,22 +162,3 @@ class VideoEditor:
             dilate_px=model.mask_dilate_px,
             should_cancel=should_stop,
         )
-
-    def _leave_service(self, error: BaseException) -> None:
-        # The CUDA context may be unusable now: claim nothing more, and fail the health check so Ray replaces
-        # this replica; the job went back to the queue for another one.
-        self.unhealthy = f"a device error ({type(error).__name__}) left this replica unable to render"
-        self.worker.stop_claiming()
-
-    def check_health(self) -> None:
-        if self.unhealthy:
-            raise RuntimeError(self.unhealthy)
-        self.store.ping()
-        if not self.worker.alive:
-            raise RuntimeError("the job worker thread has stopped")
-
-    def __del__(self) -> None:
-        # Ray Serve calls this on graceful shutdown: finish the running edit, claim nothing new.
-        worker = getattr(self, "worker", None)
-        if worker is not None and worker.alive:
-            worker.stop(self.config.deployment.graceful_shutdown_timeout_s)

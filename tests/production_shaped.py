@@ -93,6 +93,12 @@ def production_shaped(
         if name != "video_generator" and isinstance(section, dict) and "model" in section:
             section["model"] = _tiny_model_from_local(name, local_args)
 
+    # The secrets production mounts from a Kubernetes Secret do not exist here: the webhook secret goes next to
+    # the results (created on first start), and API keys are off, because the rehearsal is about placement
+    # and the job path (tests/test_auth.py covers the keys).
+    ingress = args.setdefault("ingress", {})
+    ingress.setdefault("webhooks", {})["signing_secret_file"] = str(Path(results_dir).parent / "webhook-secret")
+    ingress["auth"] = {"mode": "off"}
     for name, options in deployment_sections(args).items():
         options["num_cpus"] = VIDEO_NUM_CPUS if name == "video_generator" else OTHER_NUM_CPUS
     video_env = args["video_generator"]["deployment"].setdefault("env", {})

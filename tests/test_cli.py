@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import get_args
 
 import httpx
 import pytest
@@ -96,7 +97,7 @@ def test_json_output_is_one_parseable_document(cli, photo, tmp_path):
 @pytest.mark.parametrize(
     "args",
     [
-        ["-d", "9"],
+        ["-d", "61"],
         ["-d", "0.1"],
         ["--steps", "13"],
         ["--guidance", "0.5"],
@@ -238,25 +239,37 @@ def test_the_cli_bounds_are_the_apis(app_client):
     """The CLI refuses out-of-range values itself; its bounds must be the ones the served document states."""
     schemas = app_client.get("/openapi.json").json()["components"]["schemas"]
     video, background = schemas["VideoForm"]["properties"], schemas["BackgroundForm"]["properties"]
+    batch, edit = schemas["BatchForm"]["properties"], schemas["EditForm"]["properties"]
 
     def bounds(prop: dict) -> tuple[float, float]:
         return prop["minimum"], prop["maximum"]
 
-    assert bounds(video["duration_s"]) == limits.VIDEO_DURATION_S
+    assert bounds(video["duration_s"]) == limits.VIDEO_DURATION_S  # the document's; a deployment may allow less
     assert bounds(video["steps"]) == limits.VIDEO_STEPS
     assert bounds(video["guidance_scale"]) == bounds(video["guidance_scale_2"]) == limits.VIDEO_GUIDANCE
+    assert bounds(video["transition_s"]) == limits.TRANSITION_S
+    assert bounds(video["lora_strength"]) == limits.LORA_STRENGTH
     # the document writes 2**63 - 1 as a float (9.223372036854776e18), so compare at that precision
     assert (
         video["seed"]["maximum"] == float(limits.MAX_SEED) and video["prompt"]["maxLength"] == limits.MAX_PROMPT_CHARS
     )
+    assert video["images"]["type"] == "array" and video["images"]["items"]["format"] == "binary"
+    assert bounds(batch["variations"]) == limits.VARIATIONS
+    assert bounds(edit["steps"]) == limits.EDIT_STEPS
+    assert bounds(edit["strength"]) == limits.EDIT_STRENGTH
+    assert bounds(edit["guidance_scale"]) == limits.EDIT_GUIDANCE
     assert bounds(background["steps"]) == limits.BACKGROUND_STEPS
     assert bounds(background["guidance_scale"]) == limits.BACKGROUND_GUIDANCE
     assert bounds(background["feather_px"]) == limits.FEATHER_PX
     assert background["composition"]["enum"] == ["center", "left", "right", "full"]
     assert background["focus"]["enum"] == ["person", "scene"]
-    # and every option the client can send is a field the API declares
+    assert edit["mode"]["enum"] == list(get_args(limits.EditMode))
+    assert edit["control"]["enum"] == list(get_args(limits.Control))
+    # and every option the client can send is a field the API declares, and the other way round
     assert set(limits.VideoOptions.__optional_keys__) == set(video) - {"image"}
+    assert set(limits.BatchOptions.__optional_keys__) == set(batch) - {"image"}
     assert set(limits.BackgroundOptions.__optional_keys__) == set(background) - {"image"}
+    assert set(limits.EditOptions.__optional_keys__) | {"prompt", "mode"} == set(edit) - {"video"}
 
 
 def test_the_console_script_is_installed():

@@ -307,7 +307,7 @@ def test_video_job_from_upload_to_a_playable_video(page, server):
     ("field", "selector", "value", "words"),
     [
         ("seed", "#video-seed", "99999999999999999999", "seed"),
-        ("duration_s", "#video-duration", "9", "duration_s"),
+        ("duration_s", "#video-duration", "61", "duration_s"),
         ("steps", "#video-steps", "3", "steps"),
     ],
 )

@@ -163,8 +163,9 @@ async def enqueue_job(
     ``extra_inputs`` (file suffix -> bytes) are more input files, stored as ``<job id>.<suffix>`` beside the
     image and before the record like it (a background job's own background picture)."""
     submission = submission or Submission(LOCAL_CALLER)
+    depth = None
     if not await _is_a_repeat(services, submission):  # a repeat is answered with its job, never refused for load
-        await check_capacity(services, kind, submission.caller.tenant)
+        depth = await check_capacity(services, kind, submission.caller.tenant)
     job_id = uuid.uuid4().hex
     # The input is on the shared volume before the record exists, so a worker can never claim a job
     # whose image is missing.
@@ -201,4 +202,6 @@ async def enqueue_job(
         await run_in_threadpool(services.results.delete_files, job_id)
         return JSONResponse(job.public(), status_code=200, headers={**headers, "Idempotent-Replayed": "true"})
     metrics.job_submitted(kind)
+    if depth is not None:
+        metrics.queue_depth(kind, depth + 1)
     return JSONResponse(job.public(), status_code=202, headers=headers)

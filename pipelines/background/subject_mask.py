@@ -1,7 +1,9 @@
 """The subject matte a background job keeps: segmentation chain, then the composition controls.
 
 The mask preview endpoint and the final composite both call :func:`subject_mask`, so the preview
-is exactly the matte that gets blended.
+is exactly the matte that gets blended. A photo larger than the segmenter's ``working_megapixels`` is
+segmented and composed on a smaller copy and the matte upsampled with edge refinement (see
+``working_size``); feathering runs at full size, so ``feather_px`` keeps meaning the photo's pixels.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.background.mask_controls import apply_composition
+from pipelines.background.mask_controls import apply_composition, feather, validate_composition
 from pipelines.background.segmentation.classic import mask_quality
+from pipelines.background.working_size import shrink, upscale_matte, working_scale
 from pipelines.common.errors import MaskUnusableError
 
 
@@ -49,10 +52,27 @@ class SubjectMask:
             )
 
 
-def subject_mask(segmenter, image, composition: str, focus: str, feather_px: int) -> SubjectMask:
-    """``segmenter.segment(image)`` returns an object with ``alpha``, ``stage`` and ``attempts``."""
-    segmented = segmenter.segment(image)
-    alpha = apply_composition(segmented.alpha, composition, focus, feather_px)
+def subject_mask(
+    segmenter, image, composition: str, focus: str, feather_px: int, *, working_megapixels: float | None = None
+) -> SubjectMask:
+    """``segmenter.segment(image)`` returns an object with ``alpha``, ``stage`` and ``attempts``.
+
+    ``working_megapixels`` defaults to the segmenter's ``config.working_megapixels`` (None: full size).
+    """
+    from PIL import Image
+
+    if working_megapixels is None:
+        working_megapixels = getattr(getattr(segmenter, "config", None), "working_megapixels", None)
+    composition, focus, feather_px = validate_composition(composition, focus, feather_px)
+    scale = working_scale(*image.size, working_megapixels)
+    if scale >= 1.0:
+        segmented = segmenter.segment(image)
+        alpha = apply_composition(segmented.alpha, composition, focus, feather_px)
+    else:
+        rgb = np.asarray(image.convert("RGB"))
+        segmented = segmenter.segment(Image.fromarray(shrink(rgb, scale)))
+        alpha = upscale_matte(apply_composition(segmented.alpha, composition, focus, 0), rgb)
+        alpha = np.clip(feather(alpha, feather_px), 0.0, 1.0).astype(np.float32)
     return SubjectMask(
         alpha=alpha, stage=segmented.stage, attempts=list(segmented.attempts), quality=mask_quality(alpha)
     )

@@ -11,15 +11,18 @@ from typing import Annotated
 import typer
 
 from vividflow.cli import media
+from vividflow.cli.batch import batch, batches_app
+from vividflow.cli.edit import edit
 from vividflow.cli.jobs import jobs_app, templates_app
 from vividflow.cli.keys import keys_app
+from vividflow.cli.loras import loras
 from vividflow.cli.state import CliState, default_client_factory
 from vividflow.client import API_KEY_ENV, DEFAULT_URL, URL_ENV
 from vividflow.version import __version__
 
 app = typer.Typer(
     name="vividflow",
-    help="Image-to-video and background replacement on a VividFlow Serve deployment.",
+    help="Image-to-video, video editing and background replacement on a VividFlow Serve deployment.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals could hold the API key
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -56,6 +59,10 @@ app.command("video", no_args_is_help=True)(media.video)
 app.command("background", no_args_is_help=True)(media.background)
 app.command("plan", no_args_is_help=True)(media.plan)
 app.command("mask", no_args_is_help=True)(media.mask)
+app.command("batch", no_args_is_help=True)(batch)
+app.command("edit", no_args_is_help=True)(edit)
+app.command("loras")(loras)
+app.add_typer(batches_app, name="batches")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")

@@ -14,8 +14,10 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from vividflow.cli import video_options as vo
 from vividflow.cli.follow import finish, follow
 from vividflow.cli.state import CliState, JsonFlag, emit_json, reported_errors, state_of
+from vividflow.cli.video_options import SeedOption, prompt_limit
 from vividflow.client import options as limits
 from vividflow.client.options import Composition, Fit, Focus, Position
 
@@ -33,17 +35,6 @@ ImageArg = Annotated[
 NoWaitFlag = Annotated[bool, typer.Option("--no-wait", help="Print the queued job and exit; do not wait for it.")]
 
 
-def _seed_limit(value: int | None) -> int | None:
-    # A callback rather than max=: Click would print the 19-digit bound in every --help.
-    if value is not None and value > limits.MAX_SEED:
-        raise typer.BadParameter(f"at most 2**63 - 1, got {value}")
-    return value
-
-
-SeedOption = Annotated[
-    int | None,
-    typer.Option(min=0, callback=_seed_limit, show_default=False, help="Same seed, same result. \\[default: drawn]"),
-]
 CompositionOption = Annotated[
     Composition | None, typer.Option(show_default=False, help="Which part stays in front. \\[default: center]")
 ]
@@ -62,12 +53,6 @@ FeatherOption = Annotated[
 ]
 
 
-def _prompt_limit(value: str | None) -> str | None:
-    if value is not None and len(value) > limits.MAX_PROMPT_CHARS:
-        raise typer.BadParameter(f"at most {limits.MAX_PROMPT_CHARS} characters, got {len(value)}")
-    return value
-
-
 def _output(output: Path | None, image: Path, suffix: str) -> Path:
     """The file to write: ``--output``, else ``<photo name><suffix>`` here; its folder must exist."""
     target = output if output is not None else Path(image.stem + suffix)
@@ -80,58 +65,22 @@ def _output(output: Path | None, image: Path, suffix: str) -> Path:
 def video(
     ctx: typer.Context,
     image: ImageArg,
-    duration: Annotated[
-        float | None,
-        typer.Option(
-            "--duration",
-            "-d",
-            min=limits.VIDEO_DURATION_S.min,
-            max=limits.VIDEO_DURATION_S.max,
-            show_default=False,
-            help="Seconds of video (16 fps). \\[default: 3]",
-        ),
-    ] = None,
-    prompt: Annotated[
-        str | None, typer.Option("--prompt", "-p", callback=_prompt_limit, help="What should move and how.")
-    ] = None,
-    negative_prompt: Annotated[
-        str | None, typer.Option("--negative-prompt", "-n", callback=_prompt_limit, help="What to avoid.")
-    ] = None,
-    template: Annotated[
-        str | None, typer.Option("--template", "-t", help="A motion template id (vividflow templates motion).")
-    ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            min=limits.VIDEO_STEPS.min,
-            max=limits.VIDEO_STEPS.max,
-            show_default=False,
-            help="Denoising steps. \\[default: 4]",
-        ),
-    ] = None,
-    guidance: Annotated[
-        float | None,
-        typer.Option(
-            min=limits.VIDEO_GUIDANCE.min,
-            max=limits.VIDEO_GUIDANCE.max,
-            show_default=False,
-            help="High-noise guidance; 1 is off. \\[default: 1]",
-        ),
-    ] = None,
-    guidance_2: Annotated[
-        float | None,
-        typer.Option(
-            "--guidance-2",
-            min=limits.VIDEO_GUIDANCE.min,
-            max=limits.VIDEO_GUIDANCE.max,
-            show_default=False,
-            help="Low-noise guidance; 1 is off. \\[default: 1]",
-        ),
-    ] = None,
+    duration: vo.DurationOption = None,
+    prompt: vo.PromptOption = None,
+    negative_prompt: vo.NegativePromptOption = None,
+    template: vo.TemplateOption = None,
+    steps: vo.StepsOption = None,
+    guidance: vo.GuidanceOption = None,
+    guidance_2: vo.Guidance2Option = None,
     seed: SeedOption = None,
-    expand_prompt: Annotated[
-        bool, typer.Option("--expand-prompt", help="Let the server's Qwen rewrite the prompt.")
-    ] = False,
+    expand_prompt: vo.ExpandPromptFlag = False,
+    views: vo.ViewsOption = None,
+    last_image: vo.LastImageOption = None,
+    transition: vo.TransitionOption = None,
+    storyboard: vo.StoryboardOption = None,
+    lora: vo.LoraOption = None,
+    lora_strength: vo.LoraStrengthOption = None,
+    webhook_url: vo.WebhookOption = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", show_default=False, help="Where to save the MP4. \\[default: <photo name>.mp4]"),
@@ -139,17 +88,22 @@ def video(
     no_wait: NoWaitFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Turn a photo into a short video: submit, show progress, save the MP4. Ctrl-C cancels the job."""
+    """Turn a photo into a video: submit, show progress, save the MP4. Ctrl-C cancels the job.
+
+    With --images it moves from view to view; with --last-image it ends on that picture; with --storyboard
+    each stretch has its own prompt."""
     state = state_of(ctx)
     target = _output(output, image, ".mp4")
+    first, pictures = vo.layout(image, views, last_image, transition, storyboard)
     with reported_errors(state, json_output), state.client() as client:
         job = client.submit_video(
-            image, duration_s=duration, prompt=prompt, negative_prompt=negative_prompt, template_id=template,
+            first, duration_s=duration, prompt=prompt, negative_prompt=negative_prompt, template_id=template,
             steps=steps, guidance_scale=guidance, guidance_scale_2=guidance_2, seed=seed,
-            expand_prompt=True if expand_prompt else None,
+            expand_prompt=True if expand_prompt else None, lora=lora, lora_strength=lora_strength,
+            webhook_url=webhook_url, **pictures,
         )  # fmt: skip
         if no_wait:
-            _queued(state, job.raw, json_output)
+            queued(state, job.raw, json_output)
             return
         finish(client, follow(client, job, state, json_output), target, state, json_output)
 
@@ -160,10 +114,10 @@ def background(
     scene: Annotated[str | None, typer.Option("--scene", "-s", help="A scene id (vividflow templates scenes).")] = None,
     prompt: Annotated[
         str | None,
-        typer.Option("--prompt", "-p", callback=_prompt_limit, help="The new background; extends the scene's."),
+        typer.Option("--prompt", "-p", callback=prompt_limit, help="The new background; extends the scene's."),
     ] = None,
     negative_prompt: Annotated[
-        str | None, typer.Option("--negative-prompt", "-n", callback=_prompt_limit, help="Replaces the scene's.")
+        str | None, typer.Option("--negative-prompt", "-n", callback=prompt_limit, help="Replaces the scene's.")
     ] = None,
     background_image: Annotated[
         Path | None,
@@ -256,7 +210,7 @@ def background(
             enrich_prompt=enrich,
         )  # fmt: skip
         if no_wait:
-            _queued(state, job.raw, json_output)
+            queued(state, job.raw, json_output)
             return
         finish(client, follow(client, job, state, json_output), target, state, json_output)
 
@@ -264,32 +218,30 @@ def background(
 def plan(
     ctx: typer.Context,
     image: ImageArg,
-    duration: Annotated[
-        float | None,
-        typer.Option(
-            "--duration",
-            "-d",
-            min=limits.VIDEO_DURATION_S.min,
-            max=limits.VIDEO_DURATION_S.max,
-            show_default=False,
-            help="Seconds of video. \\[default: 3]",
-        ),
-    ] = None,
+    duration: vo.DurationOption = None,
+    views: vo.ViewsOption = None,
+    last_image: vo.LastImageOption = None,
+    transition: vo.TransitionOption = None,
+    storyboard: vo.StoryboardOption = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Preview the size and frame count a video of this photo would have (nothing is rendered)."""
+    """Preview the size, frames and segments a video of this photo would have (nothing is rendered)."""
     state = state_of(ctx)
+    first, pictures = vo.layout(image, views, last_image, transition, storyboard)
     with reported_errors(state, json_output), state.client() as client:
-        result = client.plan_video(image, duration)
+        result = client.plan_video(first, duration, **pictures)
     if json_output:
         emit_json(result)
         return
     source, out, crop = result["input"], result["output"], result["crop"]
     cropped = (crop["left"], crop["top"], crop["right"], crop["bottom"]) != (0, 0, source["width"], source["height"])
+    segments = result.get("segments") or []
     state.out.print(
         f"{source['width']}×{source['height']} → {out['width']}×{out['height']}"
         + (f" (centre crop {crop['right'] - crop['left']}×{crop['bottom'] - crop['top']})" if cropped else "")
         + f", {result['frames']} frames at {result['fps']} fps ({result['duration_s']:g} s)"
+        + (f", {len(segments)} segments" if len(segments) > 1 else "")
+        + (f", {len(result['views'] or [])} views" if result.get("views") else "")
     )
 
 
@@ -324,7 +276,7 @@ def mask(
     state.out.print(f"[green]saved[/green] {escape(str(target))}  ({preview.stage} mask, {preview.status}, {coverage})")
 
 
-def _queued(state: CliState, job: dict[str, Any], json_output: bool) -> None:
+def queued(state: CliState, job: dict[str, Any], json_output: bool) -> None:
     if json_output:
         emit_json({"job": job, "output": None})
     else:

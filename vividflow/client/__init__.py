@@ -22,18 +22,32 @@ from vividflow.client.errors import (
 )
 from vividflow.client.models import (
     Analysis,
+    Batch,
+    EditPlan,
     Expansion,
     Job,
     JobError,
     JobEvent,
     JobPage,
     JobResult,
+    LoraInfo,
+    LoraList,
     MaskPreview,
     MotionTemplates,
     SceneTemplates,
     VideoPlan,
 )
-from vividflow.client.options import BackgroundOptions, CompositionOptions, ImageSource, VideoOptions
+from vividflow.client.options import (
+    BackgroundOptions,
+    BatchOptions,
+    CompositionOptions,
+    EditOptions,
+    ImageSource,
+    LayoutOptions,
+    StoryboardEntry,
+    VideoOptions,
+    VideoSource,
+)
 from vividflow.client.retry import RetryNotice, RetryPolicy
 from vividflow.client.sync import Client
 
@@ -45,9 +59,13 @@ __all__ = [
     "ApiError",
     "AsyncClient",
     "BackgroundOptions",
+    "Batch",
+    "BatchOptions",
     "Client",
     "CompositionOptions",
     "ConnectionFailedError",
+    "EditOptions",
+    "EditPlan",
     "EventStreamError",
     "Expansion",
     "ImageSource",
@@ -56,13 +74,18 @@ __all__ = [
     "JobEvent",
     "JobPage",
     "JobResult",
+    "LayoutOptions",
+    "LoraInfo",
+    "LoraList",
     "MaskPreview",
     "MotionTemplates",
     "RetryNotice",
     "RetryPolicy",
     "SceneTemplates",
+    "StoryboardEntry",
     "VideoOptions",
     "VideoPlan",
+    "VideoSource",
     "VividflowError",
     "WaitTimeoutError",
 ]

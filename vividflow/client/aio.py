@@ -25,16 +25,30 @@ from vividflow.client.calls import Call
 from vividflow.client.errors import ApiError, ConnectionFailedError, EventStreamError, WaitTimeoutError
 from vividflow.client.models import (
     Analysis,
+    Batch,
+    EditPlan,
     Expansion,
     Job,
     JobEvent,
     JobPage,
+    LoraList,
     MaskPreview,
     MotionTemplates,
     SceneTemplates,
     VideoPlan,
 )
-from vividflow.client.options import BackgroundOptions, CompositionOptions, FormValue, ImageSource, VideoOptions
+from vividflow.client.options import (
+    BackgroundOptions,
+    BatchOptions,
+    CompositionOptions,
+    EditMode,
+    EditOptions,
+    FormValue,
+    ImageSource,
+    LayoutOptions,
+    VideoOptions,
+    VideoSource,
+)
 from vividflow.client.retry import RetryNotice, RetryPolicy, parse_retry_after
 from vividflow.client.sse import EventParser, job_event
 from vividflow.version import USER_AGENT
@@ -103,13 +117,13 @@ class AsyncClient:
 
     async def submit_video(
         self,
-        image: ImageSource,
+        image: ImageSource | None = None,
         *,
         idempotency_key: str | None = None,
         extra_fields: Mapping[str, FormValue] | None = None,
         **options: Unpack[VideoOptions],
     ) -> Job:
-        """``POST /v1/videos``: queue an image-to-video job."""
+        """``POST /v1/videos``: queue an image-to-video job (``images`` instead of ``image`` for multi-view)."""
         return calls.parse_job(await self._send(calls.video_call(image, options, extra_fields, idempotency_key)))
 
     async def submit_background(
@@ -124,10 +138,52 @@ class AsyncClient:
         call = calls.background_call(image, options, extra_fields, idempotency_key)
         return calls.parse_job(await self._send(call))
 
+    async def submit_batch(
+        self,
+        image: ImageSource | None = None,
+        *,
+        idempotency_key: str | None = None,
+        extra_fields: Mapping[str, FormValue] | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> Batch:
+        """``POST /v1/batches``: ``variations`` (1-8) videos of one request, each an ordinary video job.
+
+        They differ by seed (``seeds``, else ``seed``, ``seed`` + 1, ..., else drawn) and optionally by prompt
+        (``prompts``); the other options are those of ``submit_video``. The batch is created whole or not at all.
+        """
+        return calls.parse_batch(await self._send(calls.batch_call(image, options, extra_fields, idempotency_key)))
+
+    async def submit_edit(
+        self,
+        video: VideoSource,
+        *,
+        prompt: str,
+        mode: EditMode,
+        idempotency_key: str | None = None,
+        extra_fields: Mapping[str, FormValue] | None = None,
+        **options: Unpack[EditOptions],
+    ) -> Job:
+        """``POST /v1/edits``: queue an edit of ``video`` (a path, bytes or file): ``mode="style"`` restyles every
+        pixel under the source's structure, ``"replace"`` regenerates the subject (``reference_image``: its look).
+        Returns the queued job of kind ``edit``; its result is an MP4."""
+        call = calls.edit_call(video, prompt, mode, options, extra_fields, idempotency_key)
+        return calls.parse_job(await self._send(call))
+
     # -- synchronous answers --------------------------------------------------------------------------
 
-    async def plan_video(self, image: ImageSource, duration_s: float | None = None) -> VideoPlan:
-        return calls.parse_json(await self._send(calls.plan_call(image, duration_s)), VideoPlan)
+    async def plan_video(
+        self, image: ImageSource | None = None, duration_s: float | None = None, **layout: Unpack[LayoutOptions]
+    ) -> VideoPlan:
+        return calls.parse_json(await self._send(calls.plan_call(image, duration_s, layout)), VideoPlan)
+
+    async def plan_edit(self, video: VideoSource) -> EditPlan:
+        return calls.parse_json(await self._send(calls.edit_plan_call(video)), EditPlan)
+
+    async def loras(self) -> LoraList:
+        return calls.parse_json(await self._send(Call("GET", "/v1/loras")), LoraList)
+
+    async def reload_loras(self) -> LoraList:
+        return calls.parse_json(await self._send(Call("POST", "/v1/loras/reload")), LoraList)
 
     async def preview_mask(self, image: ImageSource, **options: Unpack[CompositionOptions]) -> MaskPreview:
         return calls.parse_mask(await self._send(calls.mask_call(image, options)))
@@ -209,6 +265,44 @@ class AsyncClient:
         while True:
             state = await self.get_job(job)
             await report(state)
+            if state.is_final:
+                return state
+            if deadline is not None and time.monotonic() + poll_interval_s > deadline:
+                raise WaitTimeoutError(state, timeout_s or 0.0)
+            await asyncio.sleep(poll_interval_s)
+
+    # -- batches --------------------------------------------------------------------------------------
+
+    async def get_batch(self, batch: Batch | str) -> Batch:
+        return calls.parse_batch(await self._send(Call("GET", calls.batch_path(batch))))
+
+    async def cancel_batch(self, batch: Batch | str) -> Batch:
+        """Cancel every unfinished job of the batch (idempotent); running ones stop at their next step."""
+        return calls.parse_batch(await self._send(Call("POST", calls.batch_path(batch, "/cancel"))))
+
+    async def wait_batch(
+        self,
+        batch: Batch | str,
+        *,
+        on_progress: Callable[[Batch], object] | None = None,
+        timeout_s: float | None = None,
+        poll_interval_s: float = calls.DEFAULT_POLL_INTERVAL_S,
+    ) -> Batch:
+        """Poll ``GET /v1/batches/{id}`` until every job has ended and return the batch (failed jobs included).
+
+        ``on_progress`` gets each changed state, the final one included; ``timeout_s`` raises
+        ``WaitTimeoutError`` with the last state as ``.job`` (a ``Batch``; the jobs keep running).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last_reported: tuple[object, ...] | None = None
+        while True:
+            state = await self.get_batch(batch)
+            key = calls.batch_progress_key(state)
+            if on_progress is not None and key != last_reported:
+                outcome = on_progress(state)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            last_reported = key
             if state.is_final:
                 return state
             if deadline is not None and time.monotonic() + poll_interval_s > deadline:

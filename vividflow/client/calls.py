@@ -18,15 +18,22 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from vividflow.client.errors import ApiError, EventStreamError
-from vividflow.client.models import EXTENSIONS, Job, JobPage, MaskPreview
+from vividflow.client.models import EXTENSIONS, Batch, Job, JobPage, MaskPreview
 from vividflow.client.options import (
     BackgroundOptions,
+    BatchOptions,
     CompositionOptions,
+    EditMode,
+    EditOptions,
     FormValue,
     ImageSource,
+    LayoutOptions,
+    Parts,
     VideoOptions,
+    VideoSource,
     form_fields,
     image_part,
+    multipart,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -48,7 +55,7 @@ class Call:
     method: str
     path: str
     data: dict[str, str] | None = None
-    files: dict[str, tuple[str, bytes, str]] | None = None
+    files: Parts | None = None  # in order; a field may repeat
     json: Any = None
     creates_job: bool = False
     idempotency_key: str | None = None
@@ -87,30 +94,52 @@ def job_path(job: Job | str, suffix: str = "") -> str:
 
 def _submission(
     path: str,
-    image: ImageSource,
     fields: dict[str, str],
+    files: Parts,
     idempotency_key: str | None,
-    more_files: dict[str, tuple[str, bytes, str]] | None = None,
 ) -> Call:
     # One key per submission, kept by the Call: every retry of this submission sends the same key.
     return Call(
         "POST",
         path,
         data=fields,
-        files={"image": image_part(image), **(more_files or {})},
+        files=files,
         creates_job=True,
         idempotency_key=idempotency_key or str(uuid.uuid4()),
     )
 
 
+def _video_form(
+    image: ImageSource | None,
+    options: VideoOptions | BatchOptions | LayoutOptions,
+    allowed: type,
+    extra_fields: Mapping[str, FormValue] | None = None,
+) -> tuple[dict[str, str], Parts]:
+    """The fields and parts of a video-shaped form: ``image`` (unless ``images`` is sent), then the others."""
+    if image is None and not options.get("images"):
+        raise TypeError("give the photo (`image`), or `images` (2-8 views) for a multi-view video")
+    fields, parts = multipart(options, allowed, extra_fields)
+    return fields, ([("image", image_part(image))] if image is not None else []) + parts
+
+
 def video_call(
-    image: ImageSource,
+    image: ImageSource | None,
     options: VideoOptions,
     extra_fields: Mapping[str, FormValue] | None = None,
     idempotency_key: str | None = None,
 ) -> Call:
-    fields = form_fields(options, VideoOptions, extra_fields)
-    return _submission("/v1/videos", image, fields, idempotency_key)
+    fields, parts = _video_form(image, options, VideoOptions, extra_fields)
+    return _submission("/v1/videos", fields, parts, idempotency_key)
+
+
+def batch_call(
+    image: ImageSource | None,
+    options: BatchOptions,
+    extra_fields: Mapping[str, FormValue] | None = None,
+    idempotency_key: str | None = None,
+) -> Call:
+    fields, parts = _video_form(image, options, BatchOptions, extra_fields)
+    return _submission("/v1/batches", fields, parts, idempotency_key)
 
 
 def background_call(
@@ -119,30 +148,67 @@ def background_call(
     extra_fields: Mapping[str, FormValue] | None = None,
     idempotency_key: str | None = None,
 ) -> Call:
-    text_options = dict(options)
-    background = text_options.pop("background_image", None)  # a file part, not a text field
-    fields = form_fields(text_options, BackgroundOptions, extra_fields)
-    more_files = {"background_image": image_part(background)} if background is not None else None
-    return _submission("/v1/backgrounds", image, fields, idempotency_key, more_files)
+    fields, parts = multipart(options, BackgroundOptions, extra_fields)  # background_image: a second file part
+    return _submission("/v1/backgrounds", fields, [("image", image_part(image)), *parts], idempotency_key)
 
 
-def plan_call(image: ImageSource, duration_s: float | None) -> Call:
-    fields = form_fields({"duration_s": duration_s}, VideoOptions)
-    return Call("POST", "/v1/videos/plan", data=fields, files={"image": image_part(image)})
+def edit_call(
+    video: VideoSource,
+    prompt: str,
+    mode: EditMode,
+    options: EditOptions,
+    extra_fields: Mapping[str, FormValue] | None = None,
+    idempotency_key: str | None = None,
+) -> Call:
+    fields, parts = multipart(options, EditOptions, extra_fields)  # reference_image: a second file part
+    fields = {"prompt": prompt, "mode": mode, **fields}
+    return _submission("/v1/edits", fields, [("video", image_part(video)), *parts], idempotency_key)
+
+
+def edit_plan_call(video: VideoSource) -> Call:
+    return Call("POST", "/v1/edits/plan", files=[("video", image_part(video))])
+
+
+def plan_call(image: ImageSource | None, duration_s: float | None, layout: LayoutOptions | None = None) -> Call:
+    options = {**(layout or {}), "duration_s": duration_s}
+    fields, parts = _video_form(image, options, VideoOptions)  # type: ignore[arg-type]
+    return Call("POST", "/v1/videos/plan", data=fields, files=parts)
 
 
 def mask_call(image: ImageSource, options: CompositionOptions) -> Call:
     fields = form_fields(options, CompositionOptions)
-    return Call("POST", "/v1/backgrounds/mask", data=fields, files={"image": image_part(image)})
+    return Call("POST", "/v1/backgrounds/mask", data=fields, files=[("image", image_part(image))])
 
 
 def analyze_call(image: ImageSource, prompt: str | None) -> Call:
     fields = {"prompt": prompt} if prompt else {}
-    return Call("POST", "/v1/analyze", data=fields, files={"image": image_part(image)})
+    return Call("POST", "/v1/analyze", data=fields, files=[("image", image_part(image))])
 
 
 def expand_call(prompt: str, seed: int) -> Call:
     return Call("POST", "/v1/prompts/expand", json={"prompt": prompt, "seed": seed})
+
+
+def batch_id_of(batch: Batch | str) -> str:
+    return batch.id if isinstance(batch, Batch) else str(batch)
+
+
+def batch_path(batch: Batch | str, suffix: str = "") -> str:
+    return f"/v1/batches/{quote(batch_id_of(batch), safe='')}{suffix}"
+
+
+def parse_batch(response: httpx.Response) -> Batch:
+    body = parse_json(response, dict)
+    try:
+        return Batch.from_json(body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApiError(
+            response.status_code, "invalid_response", f"the answer is not a batch: {str(body)[:120]}"
+        ) from exc
+
+
+def batch_progress_key(batch: Batch) -> tuple[object, ...]:
+    return (batch.status, batch.progress, *(progress_key(job) for job in batch.jobs))
 
 
 def events_call(job: Job | str, read_timeout_s: float = EVENTS_READ_TIMEOUT_S) -> Call:

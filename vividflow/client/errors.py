@@ -12,10 +12,10 @@ import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from vividflow.client.models import Batch, Job
+
 if TYPE_CHECKING:
     import httpx
-
-    from vividflow.client.models import Job
 
 # Statuses that mean "change the request": the CLI exits with 2 on them, as it does for its own checks.
 BAD_INPUT_STATUSES = frozenset({400, 413, 422})
@@ -95,9 +95,11 @@ class EventStreamError(VividflowError):
 
 
 class WaitTimeoutError(VividflowError, TimeoutError):
-    """The job was not final within the ``timeout_s`` given to ``wait``; ``job`` is its last known state."""
+    """The job was not final within the ``timeout_s`` given to ``wait``; ``job`` is its last known state
+    (a ``Batch`` when ``wait_batch`` timed out)."""
 
-    def __init__(self, job: Job, timeout_s: float) -> None:
-        super().__init__(f"job {job.id} is still {job.status} after {timeout_s:g} s")
+    def __init__(self, job: Job | Batch, timeout_s: float) -> None:
+        what = "job" if isinstance(job, Job) else "batch"
+        super().__init__(f"{what} {job.id} is still {job.status} after {timeout_s:g} s")
         self.job = job
         self.timeout_s = timeout_s

@@ -16,7 +16,7 @@ FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENTS = FINAL_STATUSES  # the SSE stream names its last event after the final status
 EXTENSIONS = {"video/mp4": ".mp4", "image/png": ".png"}
 # What a running job is doing once its denoising steps are done, by kind (the API has no stage field yet).
-_AFTER_STEPS = {"video": "decoding", "background": "compositing"}
+_AFTER_STEPS = {"video": "decoding", "edit": "decoding", "background": "compositing"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Job:
     """One job as ``GET /v1/jobs/{id}`` describes it; ``raw`` is the JSON object itself, unknown keys included."""
 
     id: str
-    kind: str  # "video" | "background" today; "edit" is coming, so this is not a closed set
+    kind: str  # "video", "background" or "edit"; a plain str, so a newer server's kind still parses
     status: JobStatus
     progress: float
     step: int
@@ -146,13 +146,75 @@ class Crop(TypedDict):
     bottom: int
 
 
-class VideoPlan(TypedDict):
+class PlannedSegment(TypedDict):
+    index: int
+    frames: int
+    kept_frames: int
+    prompt: str | None  # a storyboard stretch's prompt; None otherwise
+    colour_matched: bool
+
+
+class PlannedPicture(TypedDict):
+    input: Size
+    crop: Crop
+    output: Size
+
+
+class VideoPlan(TypedDict, total=False):
+    # always present: input, crop, output, frames, fps, duration_s, segments
     input: Size
     crop: Crop
     output: Size
     frames: int
     fps: int
     duration_s: float
+    segments: list[PlannedSegment]  # the renders a long or storyboard video is chained from
+    last_image: PlannedPicture | None  # with last_image
+    views: list[PlannedPicture] | None  # with images
+    transition_s: float | None  # with images
+
+
+class EditSource(TypedDict):
+    width: int
+    height: int
+    duration_s: float
+    fps: float
+    frames: int
+    container: str
+    codec: str
+    rotation: int
+    has_audio: bool
+
+
+class EditPlan(TypedDict):
+    input: EditSource
+    crop: Crop
+    output: Size
+    frames: int
+    fps: int
+    duration_s: float
+
+
+class LoraStrengths(TypedDict):
+    high_noise: float
+    low_noise: float
+
+
+class LoraInfo(TypedDict):
+    id: str
+    name: str
+    description: str
+    license: str
+    trigger_words: list[str]
+    experts: list[str]
+    default_strength: LoraStrengths
+    status: Literal["ready", "unavailable"]
+    reason: str | None
+
+
+class LoraList(TypedDict):
+    loras: list[LoraInfo]
+    error: str | None  # set when the library's manifest itself cannot be read
 
 
 class Analysis(TypedDict):
@@ -213,3 +275,39 @@ class JobPage:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> JobPage:
         return cls(jobs=[Job.from_json(job) for job in body["jobs"]], next_cursor=body.get("next_cursor"))
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``GET /v1/batches/{id}``: N video jobs made together, in the order of the variations.
+
+    ``status`` is ``queued`` until a job starts, ``running`` until every job has ended, then ``succeeded``
+    (all did), ``failed`` (one or more failed) or ``cancelled`` (one or more cancelled, none failed).
+    """
+
+    id: str
+    status: JobStatus
+    progress: float  # the mean of the jobs' progress; an ended job counts 1
+    counts: dict[str, int]
+    owner: str | None
+    created_at: str | None
+    jobs: list[Job]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Batch:
+        return cls(
+            id=str(body["id"]),
+            status=body["status"],
+            progress=float(body.get("progress") or 0.0),
+            counts={str(k): int(v) for k, v in (body.get("counts") or {}).items()},
+            owner=body.get("owner"),
+            created_at=body.get("created_at"),
+            jobs=[Job.from_json(job) for job in body["jobs"]],
+            raw=body,
+        )
+
+    @property
+    def is_final(self) -> bool:
+        """Every job has ended; nothing about the batch will change any more."""
+        return self.status in FINAL_STATUSES

@@ -9,14 +9,17 @@ server stays the judge: the client itself does not range-check, it sends what it
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Literal, NamedTuple, TypedDict
 
 ImageSource = str | os.PathLike[str] | bytes | IO[bytes]
 """A path, the encoded bytes of a picture, or an open binary file."""
+VideoSource = ImageSource
+"""A video file the same ways: a path, its bytes, or an open binary file."""
 
 FormValue = str | int | float | bool
 Composition = Literal["center", "left", "right", "full"]
@@ -24,10 +27,33 @@ Focus = Literal["person", "scene"]
 Fit = Literal["cover", "contain", "stretch"]
 Position = Literal["center", "top", "bottom", "left", "right"]
 Output = Literal["composite", "cutout"]
+EditMode = Literal["style", "replace"]
+Control = Literal["edges", "greyscale"]
 
 
-class VideoOptions(TypedDict, total=False):
-    """``POST /v1/videos`` (and, for ``duration_s``, ``POST /v1/videos/plan``). None leaves a field out."""
+class StoryboardEntry(TypedDict, total=False):
+    """One stretch of a storyboard: its prompt and, except with ``images``, its length."""
+
+    prompt: str
+    duration_s: float
+
+
+Storyboard = Sequence[StoryboardEntry] | str
+"""A list of entries (sent as JSON), or the JSON text itself."""
+
+
+class LayoutOptions(TypedDict, total=False):
+    """Which pictures a video is made from, beside ``image`` (``POST /v1/videos`` and ``/v1/videos/plan``)."""
+
+    images: Sequence[ImageSource] | None  # multi-view, instead of ``image``: 2-8 pictures, one file part each
+    last_image: ImageSource | None  # first/last frame: the video ends on this picture
+    transition_s: float | None  # multi-view: seconds per transition
+    storyboard: Storyboard | None
+
+
+class VideoOptions(LayoutOptions, total=False):
+    """``POST /v1/videos`` (and, for ``duration_s`` and the layout, ``POST /v1/videos/plan``). None leaves a field
+    out."""
 
     prompt: str | None
     negative_prompt: str | None
@@ -38,6 +64,32 @@ class VideoOptions(TypedDict, total=False):
     guidance_scale_2: float | None
     seed: int | None
     expand_prompt: bool | None
+    lora: str | None  # a LoRA id from ``GET /v1/loras``
+    lora_strength: float | None
+    webhook_url: str | None
+
+
+class BatchOptions(VideoOptions, total=False):
+    """``POST /v1/batches``: the video fields plus how the variations differ. ``seeds`` and ``prompts`` are
+    lists (sent as JSON) or the JSON text itself; without them the seeds are ``seed``, ``seed`` + 1, ... or
+    drawn."""
+
+    variations: int | None
+    seeds: Sequence[int] | str | None
+    prompts: Sequence[str] | str | None
+
+
+class EditOptions(TypedDict, total=False):
+    """``POST /v1/edits`` beside the required ``prompt`` and ``mode``."""
+
+    negative_prompt: str | None
+    reference_image: ImageSource | None  # mode=replace only: the new subject's look, sent as a file
+    control: Control | None  # mode=style only
+    strength: float | None
+    steps: int | None
+    guidance_scale: float | None
+    seed: int | None
+    keep_audio: bool | None
     webhook_url: str | None
 
 
@@ -74,15 +126,41 @@ class Range(NamedTuple):
     max: float
 
 
-# The API's v1 bounds (README "API (v1)"); the CLI's checks, not the client's.
-VIDEO_DURATION_S = Range(0.5, 5.0)
+# The bounds of the served OpenAPI document (the CLI's checks, not the client's). The document allows videos
+# of up to 60 s; each deployment has its own maximum (`ingress.videos.max_duration_s`, 30 s by default), which
+# the server enforces with a 400 naming `duration_s`.
+VIDEO_DURATION_S = Range(0.5, 60.0)
 VIDEO_STEPS = Range(4, 12)
 VIDEO_GUIDANCE = Range(1.0, 20.0)
+TRANSITION_S = Range(0.5, 5.0)
+VIEWS = Range(2, 8)  # multi-view pictures, the first included
+LORA_STRENGTH = Range(0.0, 2.0)
+VARIATIONS = Range(1, 8)
+EDIT_STEPS = Range(4, 40)
+EDIT_STRENGTH = Range(0.0, 2.0)
+EDIT_GUIDANCE = Range(1.0, 20.0)
 BACKGROUND_STEPS = Range(4, 50)
 BACKGROUND_GUIDANCE = Range(1.0, 20.0)
 FEATHER_PX = Range(0, 20)
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 2000
+
+FilePart = tuple[str, bytes, str]
+"""``(filename, bytes, content type)``: one file part of a multipart body."""
+Parts = list[tuple[str, FilePart]]
+"""The file parts of a request in order; a field may repeat (``images``)."""
+
+FILE_OPTIONS = frozenset({"background_image", "last_image", "reference_image"})  # one file part each
+FILE_LIST_OPTIONS = frozenset({"images"})  # one part per picture, the field repeated, in order
+JSON_OPTIONS = frozenset({"storyboard", "seeds", "prompts"})  # lists, sent as JSON text
+
+
+def check_names(options: Mapping[str, object], allowed: type) -> None:
+    """``TypeError`` for an option ``allowed`` (the endpoint's ``TypedDict``) does not declare."""
+    known = set(allowed.__annotations__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; expected some of: {', '.join(sorted(known))}")
 
 
 def form_fields(
@@ -92,22 +170,45 @@ def form_fields(
 
     ``allowed`` is the endpoint's ``TypedDict``: an unknown option raises ``TypeError`` the way a wrong
     keyword argument does. ``extra_fields`` is the way to send a field this client does not know yet
-    (one a newer server accepts) without waiting for a client release.
+    (one a newer server accepts) without waiting for a client release. A list option of ``JSON_OPTIONS``
+    is sent as its JSON text; a text is sent as it is (the caller's own JSON).
     """
-    known = set(allowed.__annotations__)
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TypeError(f"unknown option(s) {', '.join(unknown)}; expected some of: {', '.join(sorted(known))}")
+    check_names(options, allowed)
     fields: dict[str, str] = {}
     for name, value in {**options, **(extra_fields or {})}.items():
         if value is None:
             continue
-        fields[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            fields[name] = "true" if value else "false"
+        elif name in JSON_OPTIONS and not isinstance(value, str):
+            fields[name] = json.dumps(list(value), ensure_ascii=False)  # type: ignore[call-overload]
+        else:
+            fields[name] = str(value)
     return fields
 
 
+def multipart(
+    options: Mapping[str, object], allowed: type, extra_fields: Mapping[str, FormValue] | None = None
+) -> tuple[dict[str, str], Parts]:
+    """(text fields, file parts) of ``options``: the picture options become file parts, read once here."""
+    check_names(options, allowed)
+    text = {name: value for name, value in options.items() if name not in FILE_OPTIONS | FILE_LIST_OPTIONS}
+    fields = form_fields(text, allowed, extra_fields)
+    parts: Parts = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in FILE_OPTIONS:
+            parts.append((name, image_part(value)))  # type: ignore[arg-type]
+        elif name in FILE_LIST_OPTIONS:
+            if isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, Sequence):
+                raise TypeError(f"{name} takes a list of pictures (paths, bytes or files), not {type(value).__name__}")
+            parts += [(name, image_part(item)) for item in value]
+    return fields, parts
+
+
 def image_part(source: ImageSource, name: str | None = None) -> tuple[str, bytes, str]:
-    """``(filename, bytes, content type)`` for the ``image`` part.
+    """``(filename, bytes, content type)`` for a file part (a picture, or the video of an edit).
 
     The file is read into memory once, here, so a retried request sends exactly the same bytes (a stream
     could not be rewound reliably) and a missing file fails before any connection is made.

@@ -18,16 +18,30 @@ from vividflow.client.calls import Call
 from vividflow.client.errors import ApiError, ConnectionFailedError, EventStreamError, WaitTimeoutError
 from vividflow.client.models import (
     Analysis,
+    Batch,
+    EditPlan,
     Expansion,
     Job,
     JobEvent,
     JobPage,
+    LoraList,
     MaskPreview,
     MotionTemplates,
     SceneTemplates,
     VideoPlan,
 )
-from vividflow.client.options import BackgroundOptions, CompositionOptions, FormValue, ImageSource, VideoOptions
+from vividflow.client.options import (
+    BackgroundOptions,
+    BatchOptions,
+    CompositionOptions,
+    EditMode,
+    EditOptions,
+    FormValue,
+    ImageSource,
+    LayoutOptions,
+    VideoOptions,
+    VideoSource,
+)
 from vividflow.client.retry import RetryNotice, RetryPolicy, parse_retry_after
 from vividflow.client.sse import EventParser, job_event
 from vividflow.version import USER_AGENT
@@ -101,13 +115,18 @@ class Client:
 
     def submit_video(
         self,
-        image: ImageSource,
+        image: ImageSource | None = None,
         *,
         idempotency_key: str | None = None,
         extra_fields: Mapping[str, FormValue] | None = None,
         **options: Unpack[VideoOptions],
     ) -> Job:
-        """``POST /v1/videos``: queue an image-to-video job; returns the queued job (its ``params`` hold the seed)."""
+        """``POST /v1/videos``: queue an image-to-video job; returns the queued job (its ``params`` hold the seed).
+
+        ``image`` is the photo; for a multi-view video leave it out and pass ``images`` (2-8 pictures) instead.
+        ``last_image`` makes the video end on that picture; ``storyboard`` is a list of
+        ``{"prompt", "duration_s"}`` (sent as JSON). The pictures are sent as file parts.
+        """
         return calls.parse_job(self._send(calls.video_call(image, options, extra_fields, idempotency_key)))
 
     def submit_background(
@@ -123,11 +142,57 @@ class Client:
         ``output="cutout"`` for the subject alone as an RGBA PNG."""
         return calls.parse_job(self._send(calls.background_call(image, options, extra_fields, idempotency_key)))
 
+    def submit_batch(
+        self,
+        image: ImageSource | None = None,
+        *,
+        idempotency_key: str | None = None,
+        extra_fields: Mapping[str, FormValue] | None = None,
+        **options: Unpack[BatchOptions],
+    ) -> Batch:
+        """``POST /v1/batches``: ``variations`` (1-8) videos of one request, each an ordinary video job.
+
+        They differ by seed (``seeds``, else ``seed``, ``seed`` + 1, ..., else drawn) and optionally by prompt
+        (``prompts``); the other options are those of ``submit_video``. The batch is created whole or not at all.
+        """
+        return calls.parse_batch(self._send(calls.batch_call(image, options, extra_fields, idempotency_key)))
+
+    def submit_edit(
+        self,
+        video: VideoSource,
+        *,
+        prompt: str,
+        mode: EditMode,
+        idempotency_key: str | None = None,
+        extra_fields: Mapping[str, FormValue] | None = None,
+        **options: Unpack[EditOptions],
+    ) -> Job:
+        """``POST /v1/edits``: queue an edit of ``video`` (a path, bytes or file): ``mode="style"`` restyles every
+        pixel under the source's structure, ``"replace"`` regenerates the subject (``reference_image``: its look).
+        Returns the queued job of kind ``edit``; its result is an MP4."""
+        call = calls.edit_call(video, prompt, mode, options, extra_fields, idempotency_key)
+        return calls.parse_job(self._send(call))
+
     # -- synchronous answers --------------------------------------------------------------------------
 
-    def plan_video(self, image: ImageSource, duration_s: float | None = None) -> VideoPlan:
-        """``POST /v1/videos/plan``: the output size and frame count a video of this photo would have."""
-        return calls.parse_json(self._send(calls.plan_call(image, duration_s)), VideoPlan)
+    def plan_video(
+        self, image: ImageSource | None = None, duration_s: float | None = None, **layout: Unpack[LayoutOptions]
+    ) -> VideoPlan:
+        """``POST /v1/videos/plan``: the output size, frames and segments a video would have (``layout``: the
+        ``images``, ``last_image``, ``transition_s`` and ``storyboard`` of ``submit_video``)."""
+        return calls.parse_json(self._send(calls.plan_call(image, duration_s, layout)), VideoPlan)
+
+    def plan_edit(self, video: VideoSource) -> EditPlan:
+        """``POST /v1/edits/plan``: the source video as decoded, and the edit's output size, frames and fps."""
+        return calls.parse_json(self._send(calls.edit_plan_call(video)), EditPlan)
+
+    def loras(self) -> LoraList:
+        """``GET /v1/loras``: the motion LoRA library, each entry ``ready`` or ``unavailable`` with a reason."""
+        return calls.parse_json(self._send(Call("GET", "/v1/loras")), LoraList)
+
+    def reload_loras(self) -> LoraList:
+        """``POST /v1/loras/reload``: have the service read its LoRA library again now (an admin key's call)."""
+        return calls.parse_json(self._send(Call("POST", "/v1/loras/reload")), LoraList)
 
     def preview_mask(self, image: ImageSource, **options: Unpack[CompositionOptions]) -> MaskPreview:
         """``POST /v1/backgrounds/mask``: the matte a background job with these options would blend."""
@@ -219,6 +284,42 @@ class Client:
         while True:
             state = self.get_job(job)
             report(state)
+            if state.is_final:
+                return state
+            if deadline is not None and time.monotonic() + poll_interval_s > deadline:
+                raise WaitTimeoutError(state, timeout_s or 0.0)
+            time.sleep(poll_interval_s)
+
+    # -- batches --------------------------------------------------------------------------------------
+
+    def get_batch(self, batch: Batch | str) -> Batch:
+        return calls.parse_batch(self._send(Call("GET", calls.batch_path(batch))))
+
+    def cancel_batch(self, batch: Batch | str) -> Batch:
+        """Cancel every unfinished job of the batch (idempotent); running ones stop at their next step."""
+        return calls.parse_batch(self._send(Call("POST", calls.batch_path(batch, "/cancel"))))
+
+    def wait_batch(
+        self,
+        batch: Batch | str,
+        *,
+        on_progress: Callable[[Batch], object] | None = None,
+        timeout_s: float | None = None,
+        poll_interval_s: float = calls.DEFAULT_POLL_INTERVAL_S,
+    ) -> Batch:
+        """Poll ``GET /v1/batches/{id}`` until every job has ended and return the batch (failed jobs included).
+
+        ``on_progress`` gets each changed state, the final one included; ``timeout_s`` raises
+        ``WaitTimeoutError`` with the last state as ``.job`` (a ``Batch``; the jobs keep running).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last_reported: tuple[object, ...] | None = None
+        while True:
+            state = self.get_batch(batch)
+            key = calls.batch_progress_key(state)
+            if on_progress is not None and key != last_reported:
+                on_progress(state)
+            last_reported = key
             if state.is_final:
                 return state
             if deadline is not None and time.monotonic() + poll_interval_s > deadline:

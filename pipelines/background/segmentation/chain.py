@@ -86,6 +86,13 @@ class SegmentationConfig(StrictModel):
     max_midtone_fraction: float = Field(
         default=0.5, ge=0, le=1, description="Reject as noise when more pixels than this lie in (0.1, 0.9)."
     )
+    working_megapixels: float | None = Field(
+        default=4.0,
+        ge=0.25,
+        description="Photos larger than this are segmented and composed (composition, focus) on a copy of this "
+        "many megapixels and the matte is upsampled with edge refinement against the full photo; null works at "
+        "full size. The models see at most 1024 px anyway, the classic stage 320 px.",
+    )
 
     @model_validator(mode="after")
     def _tiny_models_build_into_folders(self) -> SegmentationConfig:
