@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = {name: seconds for name, seconds in reference.timings.items()}
     run_s = reference.finished_at - reference.started_at
     steps = reference.total_steps
-    per_step = stages.get("denoise", 0) / max(steps, 1)
+    per_step = sum(seconds for name, seconds in stages.items() if name.startswith("denoise")) / max(steps, 1)
     longest = max([*stages.items(), ("one step", per_step)], key=lambda item: item[1])
     print(
         f"uncancelled {args.duration:g}-s job: {run_s:.2f} s running; stages (s): "

@@ -208,3 +208,15 @@ def test_the_cli_mints_a_key_the_service_accepts():
     assert len(key) > 40
     refused = CliRunner().invoke(cli_app, ["keys", "new", "--tenant", "Not OK"])
     assert refused.exit_code == 2
+
+
+def test_a_repeat_with_its_key_is_answered_even_when_the_quota_is_full(secured):
+    with secured(TenantLimits(max_queued_jobs=1, requests_per_s=1000, burst=1000)) as client:
+        headers = {**_bearer("acme"), "Idempotency-Key": "retry-me"}
+        data, files = {"duration_s": "0.5", "seed": "1"}, {"image": ("p.png", PNG, "image/png")}
+        first = client.post("/v1/videos", files=files, data=data, headers=headers)
+        assert first.status_code == 202
+        again = client.post("/v1/videos", files=files, data=data, headers=headers)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"]  # its own job fills the quota
+        fresh = client.post("/v1/videos", files=files, data=data, headers={**headers, "Idempotency-Key": "new"})
+        assert fresh.status_code == 429

@@ -106,6 +106,36 @@ def test_submit_poll_download_over_http(serve, tmp_path):
     assert (info["frames"], info["width"], info["height"]) == (17, 832, 480)
 
 
+def test_an_edit_job_over_http_through_the_deployed_editor(serve, tmp_path):
+    """A style edit of an uploaded clip (with sound) through the real VideoEditor replica and its queue."""
+    from tests.edit_videos import video_bytes
+
+    clip = video_bytes(width=96, height=64, frames=6, fps=16, audio_s=0.4)
+    started = time.monotonic()
+    response = httpx.post(
+        f"{serve.url}/v1/edits",
+        files={"video": ("clip.mp4", clip, "video/mp4")},
+        data={"prompt": "a car, in the style of an oil painting", "mode": "style", "seed": "5"},
+        timeout=60,
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "edit"
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() - started < 300, job
+        time.sleep(0.5)
+        job = httpx.get(f"{serve.url}/v1/jobs/{job['id']}", timeout=10).json()
+    assert job["status"] == "succeeded", job
+    print(f"style edit of a 6-frame clip end to end over HTTP: {time.monotonic() - started:.1f} s")
+    video = httpx.get(f"{serve.url}{job['result']['url']}", timeout=30)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    path = tmp_path / "edit.mp4"
+    path.write_bytes(video.content)
+    info = probe_video(path)
+    assert (info["codec"], info["fps"], info["frames"]) == ("h264", 16.0, job["params"]["frames"])
+    assert job["result"]["details"]["audio"] == "copied (AAC)"
+
+
 def test_bad_input_over_http_is_a_4xx_with_a_message(serve):
     serve_url = serve.url
     response = httpx.post(f"{serve_url}/v1/videos", files={"image": ("x.png", b"\x89PNG\r\n\x1a\n-broken")}, timeout=30)
