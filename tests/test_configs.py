@@ -73,3 +73,13 @@ def test_local_redis_profile_differs_from_local_only_in_the_job_store():
     assert redis_config.job_store.redis_url == "redis://127.0.0.1:6379/0"
     for section in ("video_generator", "prompt_expander", "image_analyzer", "segmenter", "background_generator"):
         assert getattr(redis_config, section).model == getattr(local_config, section).model, section
+
+
+def test_a_pinned_hub_revision_is_a_full_commit_id():
+    import pydantic
+
+    from pipelines.edit.config import EditModelConfig
+
+    assert EditModelConfig(path="/models/x", revision="a" * 40).revision == "a" * 40
+    with pytest.raises(pydantic.ValidationError):
+        EditModelConfig(path="/models/x", revision="1abfb95")  # the Hub does not resolve short ids

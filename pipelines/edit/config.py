@@ -34,8 +34,10 @@ class EditModelConfig(VideoModelConfig):
     )
     revision: str | None = Field(
         default=None,
-        pattern=r"^[0-9a-f]{7,40}$",
-        description="Hub commit the folder was downloaded at (the populate Job passes it to `hf download`).",
+        # The Hub resolves only full commit ids: a 7-character short id would fail the download.
+        pattern=r"^[0-9a-f]{40}$",
+        description="Hub commit (all 40 hex characters) the folder is downloaded at: the populate Job passes it "
+        "to `hf download --revision`.",
     )
     mask_dilate_px: int = Field(
         default=16, ge=0, le=128, description="mode=replace: the subject mask grows by this margin (output pixels)."
