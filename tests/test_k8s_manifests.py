@@ -574,6 +574,8 @@ def test_production_turns_api_keys_on_from_the_mounted_secret():
     config = yaml.safe_load((REPO / "configs" / "production.yaml").read_text())
     ingress = config["applications"][0]["args"]["ingress"]
     assert ingress["auth"]["mode"] == "api_keys"
+    # without a key nothing but /healthz (and the web UI's static page) answers with data
+    assert ingress["auth"]["metrics"] == ingress["auth"]["docs"] == "admin"
     mount = "/etc/vividflow/secrets"
     assert ingress["auth"]["keys_file"].startswith(mount + "/")
     assert ingress["webhooks"]["signing_secret_file"].startswith(mount + "/")

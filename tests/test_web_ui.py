@@ -452,7 +452,8 @@ def test_more_unfinished_jobs_than_streams_are_all_followed_to_the_end(page, ser
     assert page.locator("#job-list > li").count() == 4
     for index in range(4):
         wait_for_status(job_card(page, index), "succeeded", server)
-    assert page.locator("#job-list video").count() == 4
+    # each card fetches its result after showing "succeeded": wait for the last player to be added
+    page.wait_for_function("() => document.querySelectorAll('#job-list video').length === 4", timeout=30_000)
     assert streams["most"] == 3 and streams["polls"] >= 1, streams
 
 
